@@ -7,9 +7,10 @@ Simulates one slice with 16 repeats (seed 0), then times, per run, every step of
 its upstream's), with 8 and with 16 repeats, and prints medians over ``--runs``. The clinical
 Gadgetron MOCO reference is > 5 s per slice (PHYSICS.md §4).
 
-``--blas-threads`` sets ``OPENBLAS_NUM_THREADS`` before numpy loads: with torch imported,
-multithreaded OpenBLAS makes the many tiny per-readout matrix products of ``noise_prewhiten``
-hundreds of times slower on a small machine (see docs/results.md).
+``--blas-threads`` sets ``CMRECON_BLAS_THREADS``, the BLAS thread policy every chain run applies
+(cmrecon.threads; default 1, 0 leaves BLAS as the libraries set it): multithreaded OpenBLAS
+makes the many tiny per-readout matrix products of ``noise_prewhiten`` tens of times slower on a
+small, busy machine (see docs/results.md).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--blas-threads", type=int, default=0, help="OPENBLAS_NUM_THREADS (0: leave as is)")
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="CMRECON_BLAS_THREADS for this run (default: the policy's 1; 0: leave BLAS as is)")
     ap.add_argument("--matrix", default="192x144")
     ap.add_argument("--coils", type=int, default=16)
     args = ap.parse_args(argv)
-    if args.blas_threads:
-        os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+    if args.blas_threads is not None:
+        os.environ["CMRECON_BLAS_THREADS"] = str(args.blas_threads)
 
     import copy
     import logging
@@ -40,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from cmrecon.chain.registry import StepContext, get_step
     from cmrecon.recon.irpd import IrPdSlice
     from cmrecon.sim.lge import LgeParams, simulate_lge
+    from cmrecon.threads import limit_blas_threads
+
+    limit_blas_threads()  # as run_chain does; the steps below are driven one by one
 
     logging.getLogger("cmrecon").setLevel(logging.WARNING)
     matrix = tuple(int(v) for v in args.matrix.split("x"))
@@ -47,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     case = simulate_lge(LgeParams(matrix=matrix, coils=args.coils, repeats=16, acceleration=2,
                                   acs_lines=24, seed=0))
     print(f"simulated 1 slice, 16 repeats, {args.coils} coils, {matrix[0]}x{matrix[1]}, R=2 in "
-          f"{time.perf_counter() - t0:.1f} s (OPENBLAS_NUM_THREADS="
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})", file=sys.stderr)
+          f"{time.perf_counter() - t0:.1f} s (CMRECON_BLAS_THREADS="
+          f"{os.environ.get('CMRECON_BLAS_THREADS', 'unset: 1')})", file=sys.stderr)
     header = case.header_xml.encode()
 
     def keep_repeats(n: int):

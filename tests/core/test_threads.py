@@ -1,0 +1,61 @@
+"""BLAS thread policy: chains run with single-threaded BLAS unless CMRECON_BLAS_THREADS says otherwise.
+
+Why: the per-readout 16x16 by 16x256 products of ``noise_prewhiten`` took 0.06 s per slice on
+an idle 2-core machine and 4.9 s with the cores busy, because multithreaded OpenBLAS spins
+threads for each tiny product (bench/bench_lge_chains.py under load, docs/results.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r"""
+import json, logging
+import numpy, torch
+from threadpoolctl import threadpool_info
+def blas():
+    return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+before = blas()
+from cmrecon.chain.definition import resolve
+from cmrecon.chain.runner import run_chain
+list(run_chain(resolve("passthrough"), b"<ismrmrdHeader/>", []))
+print(json.dumps({"before": before, "after": blas()}))
+"""
+
+
+def _probe(env_value: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env.pop("CMRECON_BLAS_THREADS", None)
+    if env_value is not None:
+        env["CMRECON_BLAS_THREADS"] = env_value
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_run_chain_limits_blas_to_one_thread():
+    r = _probe(None)
+    assert r["after"] == [1], r
+    if (os.cpu_count() or 1) > 1:  # the limit is a change, not the library's default
+        assert max(r["before"]) > 1, r
+
+
+def test_env_overrides_and_zero_leaves_blas_alone():
+    assert _probe("2")["after"] == [2]
+    r = _probe("0")
+    assert r["after"] == r["before"]
+
+
+def test_bad_env_value_is_a_clear_error():
+    from cmrecon.errors import CmreconError
+    from cmrecon.threads import parse_blas_threads
+    with pytest.raises(CmreconError, match="CMRECON_BLAS_THREADS"):
+        parse_blas_threads("many")
+    with pytest.raises(CmreconError, match="CMRECON_BLAS_THREADS"):
+        parse_blas_threads("-3")
