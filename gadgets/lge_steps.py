@@ -317,6 +317,10 @@ class EmitImagesParams:
     psir_series_index: int = field(default=1, metadata={"doc": "image_series_index of PSIR images"})
     magir_series_index: int = field(default=2, metadata={"doc": "image_series_index of MagIR images"})
     emit_magir: bool = field(default=True, metadata={"doc": "also emit the MagIR image"})
+    emit_pd: bool = field(default=False, metadata={
+        "doc": "also emit the PD magnitude |PD| in SNR units (prewhitened noise σ = 1; no "
+               "surface-coil correction, so coil shading shows)"})
+    pd_series_index: int = field(default=3, metadata={"doc": "image_series_index of PD images"})
     scale: float = field(default=1000.0, metadata={"doc": "PSIR/MagIR multiplier (Gadgetron: 1000)"})
     offset: float = field(default=4096.0, metadata={
         "doc": "PSIR offset (Gadgetron: 4096, meta GADGETRON_ScaleOffset)"})
@@ -332,12 +336,12 @@ def _ti_ms(ctx: StepContext) -> float | None:
 
 @register("emit_images", EmitImagesParams, mrd_output=True)
 def emit_images(items: Iterator[Item], params: EmitImagesParams, ctx: StepContext) -> Iterator[Item]:
-    """Emit MRD images with Gadgetron CMR conventions: REAL PSIR (·1000 + 4096) and MagIR, with DataRole, window and TI meta.
+    """Emit MRD images with Gadgetron CMR conventions: REAL PSIR (·1000 + 4096), MagIR (and optionally PD), with DataRole, window and TI meta.
 
     Images are (y, x) = (PE, RO). PSIR: ``IMTYPE_REAL`` float32 ``ratio·scale + offset`` (meta
     ``GADGETRON_ScaleOffset`` = offset, ``GADGETRON_ScaleRatio`` = scale), or the float ratio
     itself with ``float_ratio`` (ScaleOffset 0, ScaleRatio 1). MagIR: ``IMTYPE_MAGNITUDE``
-    ``|IR|·a·scale``. Headers (position, orientation, counters, time stamps) come from the
+    ``|IR|·a·scale``; PD (``emit_pd``) ``|PD|`` in SNR units. Headers (position, orientation, counters, time stamps) come from the
     centre readout of the IR heartbeat of the repeat used (MOCO: the key frame).
     """
     ti = None
@@ -377,10 +381,15 @@ def emit_images(items: Iterator[Item], params: EmitImagesParams, ctx: StepContex
                     cmrecon_float_ratio=str(params.float_ratio).lower())
         yield make_image(data, ref, item.fov_mm, series=params.psir_series_index,
                          index=item.slice + 1, image_type=ismrmrd.IMTYPE_REAL, meta=meta)
-        if params.emit_magir:
-            mag = (item.psir.magir * params.scale).astype(np.float32)
+        magnitudes = [("MagIR", params.emit_magir, params.magir_series_index, params.scale,
+                       item.psir.magir),
+                      ("PD", params.emit_pd, params.pd_series_index, 1.0, np.abs(item.psir_pd))]
+        for role, wanted, series, scale, values in magnitudes:
+            if not wanted:
+                continue
+            mag = (values * scale).astype(np.float32)
             centre, width = irpd.auto_window(mag, mask, low=0.0)
-            meta = dict(common, DataRole=["MagIR"] + roles, GADGETRON_DataRole=["MagIR"] + roles,
+            meta = dict(common, DataRole=[role] + roles, GADGETRON_DataRole=[role] + roles,
                         WindowCenter=f"{centre:.6g}", WindowWidth=f"{width:.6g}")
-            yield make_image(mag, ref, item.fov_mm, series=params.magir_series_index,
-                             index=item.slice + 1, image_type=ismrmrd.IMTYPE_MAGNITUDE, meta=meta)
+            yield make_image(mag, ref, item.fov_mm, series=series, index=item.slice + 1,
+                             image_type=ismrmrd.IMTYPE_MAGNITUDE, meta=meta)

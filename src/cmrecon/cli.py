@@ -39,12 +39,13 @@ def write_outputs(images: list, output: str | None, group: str | None, png_dir: 
                 w.append(img)
         print(f"wrote {len(images)} images to {output}:/{w.group}", file=sys.stderr)
     if png_dir:
+        from cmrecon.io.images import display_view
         from cmrecon.io.png import save_png
         for img in images:
             name = (f"series{img.image_series_index}_slc{img.slice}_set{img.set}_ave{img.average}"
                     f"_rep{img.repetition}_img{img.image_index}.png")
-            data = img.data[0, 0] if img.data.ndim == 4 else img.data
-            save_png(Path(png_dir) / name, data)
+            _, data, window = display_view(img)
+            save_png(Path(png_dir) / name, data, window)
         print(f"wrote {len(images)} PNGs to {png_dir}", file=sys.stderr)
 
 

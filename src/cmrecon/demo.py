@@ -1,9 +1,11 @@
 """``cmrecon demo``: the main job on the embedded default, end to end on one machine.
 
-Simulates a small LGE case (with its ground truth), starts the embedded MRD server on a free
-loopback port, streams the case through a chain exactly as a scanner or
-``gadgetron_ismrmrd_client`` would, and writes what came back: an ISMRMRD image file (Gadgetron
-client layout), one PNG per image and a panel PNG beside the truth.
+Simulates a small LGE case (with its ground truth: one slice, two IR/PD repeats with breathing,
+12 coils, R = 2), starts the embedded MRD server on a free loopback port, streams the case
+through a chain (default ``psirnet_lge``, the learned single-shot PSIR with the shipped weights)
+exactly as a scanner or ``gadgetron_ismrmrd_client`` would, and writes what came back: an
+ISMRMRD image file (Gadgetron client layout), one PNG per image and a panel PNG (PSIR, MagIR,
+PD beside the noise-free truth).
 """
 
 from __future__ import annotations
@@ -14,25 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrecon.io.mrdfile import ImageFileWriter, write_dataset
-from cmrecon.io.png import save_panel, save_png
+from cmrecon.io.images import PSIR_WINDOW, display_view
+from cmrecon.io.mrdfile import write_dataset
+from cmrecon.io.png import save_panel
 
-DEFAULT_CHAIN = "fft_rss"
-
-
-def _image_2d(img) -> np.ndarray:
-    return np.asarray(img.data[0, 0] if img.data.ndim == 4 else img.data)
+DEFAULT_CHAIN = "psirnet_lge"
 
 
 def run_demo(output: Path, chain: str = DEFAULT_CHAIN, seed: int = 1, repeats: int = 2) -> int:
     """Simulate, serve, replay, write. Returns 0; raises CmreconError on failure."""
+    from cmrecon.cli import write_outputs
     from cmrecon.server.client import replay_remote
     from cmrecon.server.tcp import MrdServer
     from cmrecon.sim.lge import LgeParams, simulate_lge
 
     output.mkdir(parents=True, exist_ok=True)
-    params = LgeParams(slices=1, repeats=repeats, coils=12, matrix=(128, 96), acceleration=1,
-                       seed=seed)
+    params = LgeParams(slices=1, repeats=repeats, coils=12, matrix=(128, 96), acceleration=2,
+                       acs_lines=24, seed=seed)
     print(f"demo: simulating an LGE case {params.matrix[0]}x{params.matrix[1]}, {params.coils} coils, "
           f"R={params.acceleration}, {params.repeats} IR/PD repeats (seed {seed})", file=sys.stderr)
     case = simulate_lge(params)
@@ -50,17 +50,11 @@ def run_demo(output: Path, chain: str = DEFAULT_CHAIN, seed: int = 1, repeats: i
         server.server_close()
     images_path = output / "images.h5"
     images_path.unlink(missing_ok=True)
-    with ImageFileWriter(images_path, "demo") as writer:
-        for img in result.images:
-            writer.append(img)
-    tiles = []
-    for img in result.images:
-        name = f"series{img.image_series_index}_slc{img.slice}_set{img.set}_ave{img.average}"
-        save_png(output / "png" / f"{name}.png", _image_2d(img))
-        tiles.append((name, _image_2d(img), None))
+    write_outputs(result.images, str(images_path), "demo", str(output / "png"))
+    tiles = [display_view(img) for img in result.images]
     truth_key = "psir_target"
-    if truth_key in case.truth:
-        tiles.append(("truth PSIR (noise-free MOCO target)", case.truth[truth_key][0].T, (-0.5, 2.0)))
+    if truth_key in case.truth:  # truth is (slice, RO, PE); images are (PE, RO)
+        tiles.append(("truth PSIR (noise-free MOCO)", case.truth[truth_key][0].T, PSIR_WINDOW))
     panel = save_panel(output / "panel.png", tiles, ncols=min(4, len(tiles)))
     print(f"demo: {len(result.images)} images -> {images_path} (group 'demo'), PNGs in "
           f"{output / 'png'}, panel {panel}", file=sys.stderr)

@@ -177,3 +177,20 @@ def test_cli_has_train_psirnet():
     from cmrecon.cli import build_parser
     args = build_parser().parse_args(["train", "psirnet", "--config", "x.yaml", "--resume"])
     assert args.kind == "psirnet" and args.resume and args.config == "x.yaml"
+
+
+def test_init_weights_starts_a_fresh_run_from_a_checkpoint(tmp_path):
+    """Fine-tuning: with lr 0 the run ends exactly where the given checkpoint was."""
+    tr.train(tiny_config(), tmp_path / "a", stream=open(tmp_path / "a.log", "w"))
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(init_weights=str(tmp_path / "a" / "final.pt"), epochs=1,
+                        batches_per_epoch=1)
+    raw["optim"].update(lr=0.0, warmup_steps=0)
+    result = tr.train(tr.config_from_dict(raw), tmp_path / "b", stream=open(tmp_path / "b.log", "w"))
+    assert result.finished and "starting from the weights of" in (tmp_path / "b.log").read_text()
+    a, b = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    raw["model"]["chans"] = 6  # another architecture: refused, naming the tensors
+    with pytest.raises(tr.ConfigError, match="does not fit the run's model"):
+        tr.train(tr.config_from_dict(raw), tmp_path / "c", stream=open(tmp_path / "c.log", "w"))

@@ -242,3 +242,13 @@ def test_emit_images_headers_follow_gadgetron_cmr_conventions(clean_full):
     assert ismrmrd.Meta.deserialize(ratio_img.attribute_string)["GADGETRON_ScaleOffset"] == "0"
     with pytest.raises(StepError, match="put the psir step before it"):
         run_steps_on(sl.replace(psir=None), "emit_images", {}, header)
+    # PD: |PD| in SNR units, so MagIR / (PD·a·1000) is the magnitude ratio |IR|/|PD| per pixel
+    (_, _, pd_img) = run_steps_on(sl, "emit_images", {"emit_pd": True}, header)
+    assert pd_img.image_series_index == 3 and pd_img.image_type == ismrmrd.IMTYPE_MAGNITUDE
+    assert ismrmrd.Meta.deserialize(pd_img.attribute_string)["DataRole"] == "PD"
+    pd_mag = pd_img.data[0, 0]
+    np.testing.assert_allclose(pd_mag, np.abs(sl.psir_pd), rtol=1e-6)
+    tissue = pd_mag > 0.2 * pd_mag.max()
+    np.testing.assert_allclose(magir_img.data[0, 0][tissue] / (pd_mag * sl.psir.scc * 1000)[tissue],
+                               np.abs(sl.ir[sl.ref_index][tissue]) / np.abs(sl.psir_pd[tissue]),
+                               rtol=1e-4)

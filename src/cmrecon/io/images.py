@@ -63,3 +63,27 @@ def make_image(data: np.ndarray, ref: ismrmrd.Acquisition | ismrmrd.AcquisitionH
         img.attribute_string = m.serialize()
     return img
 
+
+
+#: Display window of an IR/PD ratio: nulled myocardium ≈ 0, blood ≈ 1, scar > 1.
+PSIR_WINDOW = (-0.5, 2.0)
+
+
+def display_view(img: ismrmrd.Image) -> tuple[str, np.ndarray, tuple[float, float] | None]:
+    """``(title, image (y, x), window or None)`` of an MRD image for a PNG a person looks at.
+
+    A PSIR (meta DataRole PSIR) is mapped back to the IR/PD ratio by undoing
+    ``GADGETRON_ScaleOffset``/``GADGETRON_ScaleRatio`` and shown on :data:`PSIR_WINDOW`, so PNGs
+    of PSIRs compare with each other and with a truth ratio; other images get an automatic window.
+    """
+    data = np.asarray(img.data[0, 0] if img.data.ndim == 4 else img.data)
+    meta = ismrmrd.Meta.deserialize(img.attribute_string) if img.attribute_string else {}
+    role = meta.get("DataRole")
+    role = role[0] if isinstance(role, list) else role
+    if role == "PSIR":
+        offset = float(meta.get("GADGETRON_ScaleOffset", 0.0))
+        scale = float(meta.get("GADGETRON_ScaleRatio", 1.0))
+        return f"PSIR slc{img.slice}", (data - offset) / scale, PSIR_WINDOW
+    if role:
+        return f"{role} slc{img.slice}", data, None
+    return f"series{img.image_series_index} slc{img.slice} set{img.set} ave{img.average}", data, None

@@ -194,7 +194,9 @@ class TrainConfig:
     train : dict
         ``seed``, ``epochs``, ``batches_per_epoch``, ``batch_size``, ``num_workers`` (data
         processes), ``log_every_steps``, ``checkpoint_every_steps``, ``device``
-        (auto|cpu|cuda), ``amp`` (auto|bf16|none), ``threads`` (torch CPU threads; 0 = keep).
+        (auto|cpu|cuda), ``amp`` (auto|bf16|none), ``threads`` (torch CPU threads; 0 = keep),
+        ``init_weights`` (None, or a shipped name / checkpoint path whose weights, sha256
+        verified, start a fresh run: fine-tuning; the architecture must match ``model``).
     validation : dict
         ``seed``, ``n`` (samples), ``sizes`` (cycled), ``coils`` ([lo, hi]), ``sens``
         (cycled), ``every_epochs``, ``batch_size``.
@@ -221,7 +223,7 @@ _DEFAULTS: Dict[str, Dict[str, Any]] = {
               "lr_decay": 0.98, "grad_clip_norm": None},
     "train": {"seed": 0, "epochs": 10, "batches_per_epoch": 100, "batch_size": 1,
               "num_workers": 0, "log_every_steps": 10, "checkpoint_every_steps": 0,
-              "device": "auto", "amp": "auto", "threads": 0},
+              "device": "auto", "amp": "auto", "threads": 0, "init_weights": None},
     "validation": {"seed": 1_000_003, "n": 16, "sizes": [[96, 96]], "coils": [8, 32],
                    "sens": ["true", "acs"], "every_epochs": 1, "batch_size": 1},
 }
@@ -569,6 +571,29 @@ def _configs_match(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
+def init_weights(model: torch.nn.Module, spec: str, device: torch.device) -> None:
+    """Copy verified weights (a shipped name or a checkpoint path) into ``model`` (fine-tuning).
+
+    Raises
+    ------
+    ConfigError
+        The checkpoint's architecture differs from the run's model (the message lists the
+        first mismatching keys).
+    """
+    from cmrecon.models.shipped import resolve_weights
+    from cmrecon.models.weights import load_checkpoint
+
+    path, sha = resolve_weights(spec)
+    source = load_checkpoint(path, expected_sha256=sha, map_location=device).model.state_dict()
+    target = model.state_dict()
+    bad = sorted(k for k in set(source) | set(target)
+                 if k not in source or k not in target or source[k].shape != target[k].shape)
+    if bad:
+        raise ConfigError(f"train.init_weights = {spec!r} does not fit the run's model "
+                          f"({len(bad)} mismatching tensors, e.g. {', '.join(bad[:3])})")
+    model.load_state_dict(source, strict=True)
+
+
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
           max_steps: Optional[int] = None, stream=None) -> TrainResult:
     """Run (or resume) a training run described by ``cfg``; write everything to ``out_dir``.
@@ -639,6 +664,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     elif state_path.exists():
         raise ConfigError(f"{str(state_path)!r} exists: pass --resume to continue that run, "
                           f"or choose another --out")
+    elif cfg.train["init_weights"]:
+        init_weights(model, str(cfg.train["init_weights"]), device)
+        print(f"train {cfg.name}: starting from the weights of {cfg.train['init_weights']}",
+              file=stream, flush=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     from cmrecon.models.psirnet import count_parameters
