@@ -18,6 +18,7 @@ Run (writes ``<out>/results.md``, per-slice CSVs and PNG panels)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -79,6 +80,9 @@ def main() -> int:
     ap.add_argument("--weights", default="psirnet_cpu_small")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--panels", type=int, default=4, help="cases with a PNG panel")
+    ap.add_argument("--resp-amplitude-mm", type=float, default=None,
+                    help="breathing amplitude for every case (default: drawn per case, 2-6 mm); "
+                         "0 separates reconstruction quality from the single repeat's position")
     ap.add_argument("-o", "--output", default="out/eval_psirnet")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,7 +92,6 @@ def main() -> int:
     for name in CHAINS:
         c = resolve(name)
         if name == "psirnet_lge":
-            import dataclasses
             c = dataclasses.replace(c, steps=tuple(
                 dataclasses.replace(s, params=dataclasses.replace(s.params, weights=args.weights))
                 if s.name == "psirnet_recon" else s for s in c.steps))
@@ -98,6 +101,8 @@ def main() -> int:
     vs_moco: list[dict] = []
     for i in range(args.cases):
         p = case_params(i, args.slices, args.repeats)
+        if args.resp_amplitude_mm is not None:
+            p = dataclasses.replace(p, resp_amplitude_mm=args.resp_amplitude_mm)
         t0 = time.perf_counter()
         case = simulate_lge(p)
         name = f"seed{p.seed}"

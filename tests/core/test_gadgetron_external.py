@@ -1,17 +1,7 @@
-"""Our steps as Gadgetron external Python gadgets, driven by a harness playing Gadgetron's side.
-
-Gadgetron opens a port, spawns ``python -m gadgetron <port> <module> <target>`` (the PyPI
-``gadgetron`` package), and talks to the child: CONFIG (2, the <configuration> element),
-HEADER (3), the stream, CLOSE (4); the child answers with items and CLOSE, or ERROR (8).
-"""
+"""Our steps as Gadgetron external Python gadgets, driven by a harness playing Gadgetron's side
+(tests/gadgetron_harness.py)."""
 
 from __future__ import annotations
-
-import io
-import socket
-import struct
-import subprocess
-import sys
 
 import ismrmrd
 import numpy as np
@@ -20,50 +10,21 @@ import pytest
 from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml
 from cmrecon.server.client import replay_in_process
+from gadgetron_harness import play_gadgetron
 
 pytest.importorskip("gadgetron", reason="the optional `gadgetron` package is not installed")
-
-
-def _play_gadgetron(target: str, config_xml: str, header: bytes, items) -> tuple[list, int, str]:
-    """Spawn the external the way Gadgetron does; return (messages received, exit code, stderr)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    child = subprocess.Popen([sys.executable, "-m", "gadgetron", str(port), "cmrecon_gadgets", target],
-                             stderr=subprocess.PIPE, text=True)
-    listener.settimeout(30)
-    conn, _ = listener.accept()
-    listener.close()
-    buf = io.BytesIO()
-    w = P.MessageWriter(buf)
-    w.write(P.ConfigText(config_xml))  # id 2, uint32 length: what Gadgetron sends an external
-    w.write(P.Header(header))
-    for item in items:
-        w.write(item)
-    w.write(P.Close())
-    conn.sendall(buf.getvalue())
-    reader = P.MessageReader(conn.makefile("rb"))
-    got = []
-    while (m := reader.read()) is not None:
-        got.append(m)
-        if isinstance(m, P.Close):
-            break
-    conn.close()
-    _, err = child.communicate(timeout=30)
-    return got, child.returncode, err
 
 
 def test_fft_rss_external_matches_in_process(case):
     path, _ = case
     acqs = list(iter_items(path))
     # each external is one step: prewhitening and oversampling run as their own externals
-    whitened, rc1, _ = _play_gadgetron("noise_prewhiten", "<configuration/>", read_header_xml(path), acqs)
+    whitened, rc1, _ = play_gadgetron("noise_prewhiten", "<configuration/>", read_header_xml(path), acqs)
     assert rc1 == 0 and isinstance(whitened[-1], P.Close)
-    cropped, rc2, _ = _play_gadgetron("remove_oversampling", "<configuration/>", read_header_xml(path), whitened[:-1])
+    cropped, rc2, _ = play_gadgetron("remove_oversampling", "<configuration/>", read_header_xml(path), whitened[:-1])
     assert rc2 == 0
     config = '<configuration><property name="image_series_index" value="1"/></configuration>'
-    got, rc3, err = _play_gadgetron("fft_rss", config, read_header_xml(path), cropped[:-1])
+    got, rc3, err = play_gadgetron("fft_rss", config, read_header_xml(path), cropped[:-1])
     assert rc3 == 0, err
     images = [m for m in got if isinstance(m, ismrmrd.Image)]
     expected = replay_in_process(path, "fft_rss").images
@@ -77,7 +38,7 @@ def test_failing_step_sends_error_before_close_and_exits_nonzero(case):
     path, _ = case
     acqs = list(iter_items(path))
     odd = ismrmrd.Acquisition.from_array(np.zeros((3, 64), np.complex64))
-    got, rc, err = _play_gadgetron("noise_prewhiten", "<configuration/>", read_header_xml(path),
+    got, rc, err = play_gadgetron("noise_prewhiten", "<configuration/>", read_header_xml(path),
                                    [a for a in acqs if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)] + [odd])
     errors = [m for m in got if isinstance(m, P.Error)]
     assert errors and "3 channels, the noise scan had 4" in errors[0].text
@@ -87,7 +48,7 @@ def test_failing_step_sends_error_before_close_and_exits_nonzero(case):
 
 def test_bad_property_is_an_error_not_a_silent_default(case):
     path, _ = case
-    got, rc, _ = _play_gadgetron("fft_rss", '<configuration><property name="bogus" value="1"/></configuration>',
+    got, rc, _ = play_gadgetron("fft_rss", '<configuration><property name="bogus" value="1"/></configuration>',
                                  read_header_xml(path), [])
     errors = [m for m in got if isinstance(m, P.Error)]
     assert rc != 0 and errors and "unknown parameter(s) bogus" in errors[0].text

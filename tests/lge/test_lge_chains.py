@@ -3,10 +3,6 @@ server vs in-process byte for byte, and the grouped Gadgetron external vs in-pro
 
 from __future__ import annotations
 
-import io
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import ismrmrd
@@ -18,6 +14,7 @@ from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml
 from cmrecon.metrics import nrmse
 from cmrecon.server.client import replay_in_process, replay_remote
+from gadgetron_harness import play_gadgetron
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -102,51 +99,21 @@ def test_chain_xml_twins_group_the_python_object_steps_in_one_external():
 # ----------------------------------------------------------------------------- Gadgetron side
 
 
-def _play_gadgetron(target: str, config_xml: str, header: bytes, items) -> tuple[list, int, str]:
-    """Spawn ``python -m gadgetron <port> cmrecon_gadgets <target>`` as Gadgetron does."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    port = listener.getsockname()[1]
-    child = subprocess.Popen([sys.executable, "-m", "gadgetron", str(port), "cmrecon_gadgets", target],
-                             stderr=subprocess.PIPE, text=True)
-    listener.settimeout(60)
-    conn, _ = listener.accept()
-    listener.close()
-    buf = io.BytesIO()
-    w = P.MessageWriter(buf)
-    w.write(P.ConfigText(config_xml))
-    w.write(P.Header(header))
-    for item in items:
-        w.write(item)
-    w.write(P.Close())
-    conn.sendall(buf.getvalue())
-    reader = P.MessageReader(conn.makefile("rb"))
-    got = []
-    while (m := reader.read()) is not None:
-        got.append(m)
-        if isinstance(m, P.Close):
-            break
-    conn.close()
-    _, err = child.communicate(timeout=60)
-    return got, child.returncode, err
-
-
 def test_grouped_gadgetron_external_gives_the_in_process_images():
     pytest.importorskip("gadgetron", reason="the optional `gadgetron` package is not installed")
     h5 = DATA / "sim_lge_r2_embedded.h5"
     if not h5.exists():
         pytest.skip("recorded stream not present")
     header = read_header_xml(h5)
-    whitened, rc1, err1 = _play_gadgetron("noise_prewhiten", "<configuration/>", header, list(iter_items(h5)))
+    whitened, rc1, err1 = play_gadgetron("noise_prewhiten", "<configuration/>", header, list(iter_items(h5)))
     assert rc1 == 0, err1
-    cropped, rc2, err2 = _play_gadgetron("remove_oversampling", "<configuration/>", header, whitened[:-1])
+    cropped, rc2, err2 = play_gadgetron("remove_oversampling", "<configuration/>", header, whitened[:-1])
     assert rc2 == 0, err2
     # the grouped external exactly as chains/psir_moco.xml writes it (one process, six steps)
     config = ('<configuration><step name="buffer_ir_pd"><property name="repeat_counter" value="average"/>'
               '</step><step name="coil_maps"/><step name="unfold"/><step name="moco_average"/>'
               '<step name="psir"/><step name="emit_images"/></configuration>')
-    got, rc3, err3 = _play_gadgetron("steps", config, header, cropped[:-1])
+    got, rc3, err3 = play_gadgetron("steps", config, header, cropped[:-1])
     assert rc3 == 0, err3
     images = [m for m in got if isinstance(m, ismrmrd.Image)]
     expected = replay_in_process(h5, "psir_moco").images
@@ -164,7 +131,7 @@ def test_grouped_external_reports_a_missing_pd_partner_as_error():
         pytest.skip("recorded stream not present")
     header = read_header_xml(h5)
     ir_only = [a for a in iter_items(h5) if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) or a.idx.set == 0]
-    got, rc, _ = _play_gadgetron("steps", '<configuration><step name="buffer_ir_pd"/>'
+    got, rc, _ = play_gadgetron("steps", '<configuration><step name="buffer_ir_pd"/>'
                                  '<step name="emit_images"/></configuration>', header, ir_only)
     errors = [m for m in got if isinstance(m, P.Error)]
     assert rc != 0 and errors and "no PD partner" in errors[0].text
