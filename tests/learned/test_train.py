@@ -194,3 +194,34 @@ def test_init_weights_starts_a_fresh_run_from_a_checkpoint(tmp_path):
     raw["model"]["chans"] = 6  # another architecture: refused, naming the tensors
     with pytest.raises(tr.ConfigError, match="does not fit the run's model"):
         tr.train(tr.config_from_dict(raw), tmp_path / "c", stream=open(tmp_path / "c.log", "w"))
+
+
+def test_training_loss_adds_the_l1_term_that_sees_a_uniform_psir_shift():
+    """1 − SSIM hardly sees a uniform shift of the ratio; the L1 term measures it exactly.
+
+    For a shift d of the [0, 1]-scaled image, SSIM's luminance factor loses
+    d² / (μx² + μy² + C1) per window (Wang et al. 2004, eq. 6), ≈ 0.0025 / 0.5 for d = 0.05
+    at μ ≈ 0.5; contrast and structure do not change.
+    """
+    rng = np.random.default_rng(3)
+    t = torch.from_numpy(_structured(rng))[None, None]
+    d = 0.05 * float(t.max() - t.min())
+    shifted = t + d
+    published = {"ssim": 1.0, "l1": 0.0}
+    assert float(tr.training_loss(shifted, t, published)) == pytest.approx(
+        float(tr.ssim_loss(shifted, t)), abs=1e-7)
+    assert float(tr.ssim_loss(shifted, t)) < 0.02
+    with_l1 = float(tr.training_loss(shifted, t, {"ssim": 1.0, "l1": 0.5}))
+    assert with_l1 - float(tr.ssim_loss(shifted, t)) == pytest.approx(0.5 * d, rel=1e-5)
+    assert float(tr.training_loss(t, t, {"ssim": 0.0, "l1": 1.0})) == 0.0
+
+
+def test_loss_weights_are_checked():
+    for bad in ({"l1": -1.0}, {"ssim": 0.0, "l1": 0.0}, {"ssim": float("nan")}, {"l2": 1.0}):
+        raw = json.loads(json.dumps(TINY))
+        raw["loss"] = bad
+        with pytest.raises(tr.ConfigError, match="loss"):
+            tr.config_from_dict(raw)
+    raw = json.loads(json.dumps(TINY))
+    raw["loss"] = {"l1": 0.5}
+    assert tr.config_from_dict(raw).loss == {"ssim": 1.0, "l1": 0.5}

@@ -9,7 +9,10 @@ Recipe (PSIRNet, arXiv 2604.08781; PHYSICS.md §5):
   noise-free target (``target.kind: clean``).
 * **Loss**: ``1 − SSIM`` with a 7×7 box window, prediction and target min–max scaled with the
   *target's* range (:func:`ssim_loss`, differentiable; equal to :func:`cmrecon.metrics.ssim`
-  on the scaled images).
+  on the scaled images), plus optionally ``loss.l1`` × the mean absolute PSIR error
+  (:func:`training_loss`). SSIM on min–max scaled images barely sees a uniform shift of the
+  ratio (its luminance term is weak), so an SSIM-only model can be biased in the very number a
+  PSIR image reports; the L1 term anchors the scale (0 = the published loss).
 * **Optimiser**: AdamW (lr 6e-4, weight decay 1e-3); learning rate linear warm-up over
   ``warmup_steps`` steps, times ``lr_decay ** epoch`` (0.98).
 * **Validation**: a fixed held-out simulated set, its seeds disjoint from every training seed
@@ -59,7 +62,7 @@ from cmrecon.errors import CmreconError
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "batch_for", "build_model",
            "learning_rate", "load_config", "make_validation_set", "register", "ssim_loss",
-           "ssim_torch", "train", "validate"]
+           "ssim_torch", "train", "training_loss", "validate"]
 
 _K1 = 0.01
 _K2 = 0.03
@@ -169,6 +172,29 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, window_px: int = 7) -> t
     return 1.0 - ssim_torch(p, t, 1.0, window_px).mean()
 
 
+def training_loss(pred: torch.Tensor, target: torch.Tensor,
+                  loss_cfg: Dict[str, Any]) -> torch.Tensor:
+    """Weighted training loss ``ssim · (1 − SSIM) + l1 · mean|pred − target|``.
+
+    Parameters
+    ----------
+    pred, target : torch.Tensor
+        ``(B, 1, H, W)`` real PSIR (dimensionless IR/PD ratio).
+    loss_cfg : dict
+        ``ssim`` and ``l1`` weights (the ``loss`` section of :class:`TrainConfig`).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    pred, target = pred.float(), target.float()
+    total = float(loss_cfg["ssim"]) * ssim_loss(pred, target)
+    if float(loss_cfg["l1"]):
+        total = total + float(loss_cfg["l1"]) * (pred - target).abs().mean()
+    return total
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -188,6 +214,9 @@ class TrainConfig:
         :func:`cmrecon.sim.training.make_sample` (``R``, ``snr``, ``partial_fourier``...).
     target : dict
         ``kind``: ``moco_noisy`` (published) or ``clean``.
+    loss : dict
+        ``ssim`` (weight of 1 − SSIM, 1.0) and ``l1`` (weight of the mean absolute PSIR
+        error, 0.0 = the published loss); see :func:`training_loss`.
     optim : dict
         ``lr`` (6e-4), ``weight_decay`` (1e-3), ``betas``, ``warmup_steps``, ``lr_decay``
         (per epoch, 0.98), ``grad_clip_norm`` (None = off).
@@ -206,6 +235,7 @@ class TrainConfig:
     model: Dict[str, Any]
     data: Dict[str, Any]
     target: Dict[str, Any]
+    loss: Dict[str, Any]
     optim: Dict[str, Any]
     train: Dict[str, Any]
     validation: Dict[str, Any]
@@ -219,6 +249,7 @@ _DEFAULTS: Dict[str, Dict[str, Any]] = {
     "model": {"preset": "cpu_small"},
     "data": {"sizes": [[96, 96]], "coils": [8, 32], "sens": ["true", "acs"]},
     "target": {"kind": "moco_noisy"},
+    "loss": {"ssim": 1.0, "l1": 0.0},
     "optim": {"lr": 6e-4, "weight_decay": 1e-3, "betas": [0.9, 0.999], "warmup_steps": 100,
               "lr_decay": 0.98, "grad_clip_norm": None},
     "train": {"seed": 0, "epochs": 10, "batches_per_epoch": 100, "batch_size": 1,
@@ -286,6 +317,10 @@ def config_from_dict(raw: Dict[str, Any]) -> TrainConfig:
                               f"choices are 'true' and 'acs'")
     if cfg.target["kind"] not in TARGET_KEYS:
         raise ConfigError(f"target.kind = {cfg.target['kind']!r}; one of {sorted(TARGET_KEYS)}")
+    weights = {k: cfg.loss[k] for k in ("ssim", "l1")}
+    if any(not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
+           for v in weights.values()) or not any(weights.values()):
+        raise ConfigError(f"loss = {weights!r}: weights must be finite, ≥ 0 and not all zero")
     if cfg.train["device"] not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device = {cfg.train['device']!r}; one of auto, cpu, cuda")
     if cfg.train["amp"] not in ("auto", "bf16", "none"):
@@ -485,7 +520,8 @@ def validate(model: torch.nn.Module, val_set: List[Dict[str, Any]], cfg: TrainCo
     Returns
     -------
     dict
-        ``loss`` (mean 1 − SSIM against the training target) and ``<target>_<metric>`` means.
+        ``loss`` (mean :func:`training_loss` against the training target) and
+        ``<target>_<metric>`` means.
     """
     model.eval()
     amp = str(cfg.train["amp"])
@@ -495,7 +531,7 @@ def validate(model: torch.nn.Module, val_set: List[Dict[str, Any]], cfg: TrainCo
         s = _to(sample, device)
         with _autocast(device, amp):
             pred = model(*(s[k] for k in MODEL_INPUTS)).float()
-        row = {"loss": float(ssim_loss(pred, s[key]))}
+        row = {"loss": float(training_loss(pred, s[key], cfg.loss))}
         p = pred[0, 0].cpu().numpy()
         heart = sample["heart_mask"][0, 0].numpy()
         body = sample["body_mask"][0, 0].numpy()
@@ -708,7 +744,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
                 b = _to(batch, device)
                 with _autocast(device, amp):
                     pred = model(*(b[k] for k in MODEL_INPUTS))
-                loss = ssim_loss(pred.float(), b[key])
+                loss = training_loss(pred, b[key], cfg.loss)
                 if not torch.isfinite(loss):
                     raise ConfigError(f"non-finite loss {float(loss)} at step {step}")
                 opt.zero_grad(set_to_none=True)
