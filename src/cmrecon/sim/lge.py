@@ -387,6 +387,45 @@ def _motion(rng: np.random.Generator, p: LgeParams, pixel_mm: tuple[float, float
     return out
 
 
+def mix_coils(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``matrix @ x`` over the coil axis, bit-identical on every CPU.
+
+    A BLAS ``gemm`` picks its kernel (and so its summation order and float rounding) by CPU
+    model, so ``Ψ^½ z`` or ``W s`` differ in the last bits between machines and a recorded
+    stream could not be reproduced bit for bit elsewhere. Here every product and sum is a
+    separate elementwise float64 ufunc on real and imaginary parts, in a fixed order (no
+    reduction, no fused multiply–add), which IEEE 754 makes exact to reproduce.
+
+    Parameters
+    ----------
+    matrix : (C_out, C_in) complex
+    x : (C_in, ...) complex
+
+    Returns
+    -------
+    (C_out, ...) complex128
+    """
+    m = np.asarray(matrix, np.complex128)
+    x = np.asarray(x)
+    if m.ndim != 2 or x.shape[0] != m.shape[1]:
+        raise ValueError(f"mix_coils: matrix {m.shape} does not apply to x {x.shape}")
+    xr = np.ascontiguousarray(x.real, np.float64)
+    xi = np.ascontiguousarray(x.imag, np.float64)
+    out_r = np.zeros((m.shape[0], *x.shape[1:]), np.float64)
+    out_i = np.zeros_like(out_r)
+    tmp = np.empty(x.shape[1:], np.float64)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            a, b = m[i, j].real, m[i, j].imag
+            if a:
+                out_r[i] += np.multiply(a, xr[j], out=tmp)
+                out_i[i] += np.multiply(a, xi[j], out=tmp)
+            if b:
+                out_r[i] -= np.multiply(b, xi[j], out=tmp)
+                out_i[i] += np.multiply(b, xr[j], out=tmp)
+    return out_r + 1j * out_i
+
+
 def _kspace_lines(obj_t: np.ndarray, sens_phase: np.ndarray, weights: np.ndarray, lines: np.ndarray,
                   n_ro_os: int) -> np.ndarray:
     """Noise-free k-space of the chosen lines: Σ_t w_t(ky) · F[C_c e^{iφ} pad(ρ_t)](kx, ky).
@@ -503,8 +542,9 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
         return acq
 
     # noise scan: same Ψ, same dwell time, before the imaging
-    noise = chol @ ((rng.standard_normal((p.coils, p.noise_readouts * n_ro_os))
-                     + 1j * rng.standard_normal((p.coils, p.noise_readouts * n_ro_os))) / np.sqrt(2))
+    noise = mix_coils(chol, (rng.standard_normal((p.coils, p.noise_readouts * n_ro_os))
+                             + 1j * rng.standard_normal((p.coils, p.noise_readouts * n_ro_os)))
+                      / np.sqrt(2))
     noise = noise.reshape(p.coils, p.noise_readouts, n_ro_os)
     t_now = 100.0
     for i in range(p.noise_readouts):
@@ -545,7 +585,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
         phi = coil_mod.background_phase(rng, x_os, y_os, max(fov_os))
         sens_phase = (sens * np.exp(1j * phi)).astype(np.complex64)
         # true maps after prewhitening, RSS-normalised (what a recon combines prewhitened data with)
-        sens_w = (whiten @ sens.reshape(p.coils, -1)).reshape(sens.shape)
+        sens_w = mix_coils(whiten, sens)
         rss_w = np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0))
         maps_w = (sens_w / np.maximum(rss_w, 1e-12)).astype(np.complex64)
         motion = _motion(rng, p, pixel_mm)
@@ -555,7 +595,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
         all_lines = np.arange(n_pe)
 
         def combined(ksp: np.ndarray) -> np.ndarray:
-            img = _centre_crop(ifft2c((whiten @ ksp.reshape(p.coils, -1)).reshape(ksp.shape)), n_ro)
+            img = _centre_crop(ifft2c(mix_coils(whiten, ksp)), n_ro)
             return np.sum(np.conj(_centre_crop(maps_w, n_ro)) * img, axis=0)
 
         ir0 = combined(_kspace_lines(obj0, sens_phase, w_ir_full, all_lines, n_ro_os))
@@ -597,7 +637,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
             ksp = _kspace_lines(obj, sens_phase, weights, lines, n_ro_os) * np.complex64(scale)
             if p.add_noise:
                 z = (rng.standard_normal(ksp.shape) + 1j * rng.standard_normal(ksp.shape)) / np.sqrt(2)
-                ksp = ksp + (chol @ z.reshape(p.coils, -1)).reshape(ksp.shape).astype(np.complex64)
+                ksp = ksp + mix_coils(chol, z).astype(np.complex64)
             c_idx = int(np.searchsorted(lines, smp.centre)) if smp.centre in lines else len(lines) // 2
             for k, line in enumerate(lines):
                 phys = td_centre + (k - c_idx) * p.tr_ms
