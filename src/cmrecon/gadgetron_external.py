@@ -22,6 +22,7 @@ from cmrecon.chain.definition import GROUP_TARGET, group_steps, xml_properties
 from cmrecon.chain.registry import StepContext, get_step
 from cmrecon.chain.runner import StepFailure, _guard
 from cmrecon.errors import CmreconError
+from cmrecon.threads import limit_blas_threads
 
 log = logging.getLogger("cmrecon.gadgetron")
 ERROR_ID = 8
@@ -57,6 +58,7 @@ def run_step_on_connection(step_name: str, connection: Any) -> None:
     SystemExit
         Exit status 1 after ERROR was sent, when a step or its configuration failed.
     """
+    limit_blas_threads()   # the same BLAS policy as run_chain: same speed, same rounding
     try:
         where = f"Gadgetron external '{step_name}'"
         config = _configuration(connection)

@@ -5,7 +5,7 @@ Chain steps make many small numpy products (one 16×16 by 16×N matrix product p
 2-core machine whose cores are busy (other connections, torch's own threads) that made
 prewhitening 80× slower (0.06 s → 4.9 s per slice, bench/bench_lge_chains.py). Parallelism in
 cmrecon comes from concurrent connections and torch's intra-op pool instead, so the first chain
-run in a process limits BLAS to ``CMRECON_BLAS_THREADS`` threads (default 1; 0 leaves BLAS as
+run in a process (``run_chain``, or a step Gadgetron starts as an external Python gadget) limits BLAS to ``CMRECON_BLAS_THREADS`` threads (default 1; 0 leaves BLAS as
 the libraries set it) through threadpoolctl, which finds numpy's and scipy's bundled BLAS.
 """
 
