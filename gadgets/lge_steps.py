@@ -28,7 +28,7 @@ from cmrecon.io.header import encoding_info
 from cmrecon.io.images import make_image
 from cmrecon.recon import irpd
 from cmrecon.recon.irpd import IrPdSlice
-from cmrecon.recon.moco import plain_average
+from cmrecon.recon.moco import moco_average as moco_average_images, plain_average
 from cmrecon.recon.psir import psir as psir_fn
 
 _SKIP_FLAGS = (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, ismrmrd.ACQ_IS_NAVIGATION_DATA,
@@ -232,12 +232,12 @@ def moco_average(items: Iterator[Item], params: MocoAverageParams, ctx: StepCont
             yield item.replace(ir=ir[None], pd=pd[None], kind="average",
                                used=tuple(range(len(item.ir))), ref_index=ref)
             continue
-        res = irpd.moco_roi_average(item.ir, item.pd, transform=params.transform,
-                                    keep_fraction=params.keep_fraction,
-                                    roi_fraction=params.roi_fraction, reference=params.reference,
-                                    register_pd_to_ir=params.register_pd_to_ir,
-                                    max_pd_shift_px=params.max_pd_shift_px,
-                                    demons_iterations=params.demons_iterations)
+        res = moco_average_images(item.ir, item.pd, transform=params.transform,
+                                  keep_fraction=params.keep_fraction,
+                                  roi_fraction=params.roi_fraction, reference=params.reference,
+                                  register_pd_to_ir=params.register_pd_to_ir,
+                                  max_pd_shift_px=params.max_pd_shift_px,
+                                  demons_iterations=params.demons_iterations)
         ctx.log.info("moco_average: slice %d key frame %d, kept %s of %d, recentred by %s px, "
                      "PD shift %s px", item.slice, res.key_index, res.kept.tolist(), len(item.ir),
                      np.round(res.recentre_shift, 2).tolist(), np.round(res.pd_shift, 2).tolist())

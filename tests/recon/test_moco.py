@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from recon_phantoms import phantom
 
+from cmrecon.errors import StepError
 from cmrecon.metrics import nrmse
 from cmrecon.recon.moco import (RigidTransform, estimate_translation, fourier_shift,
                                 moco_average, plain_average, register_demons, register_rigid,
@@ -85,13 +86,14 @@ def test_moco_average_noise_and_signal_scaling(body, transform):
     shifts[0] = 0.0
     ir = np.array([fourier_shift(img, s) + _noise(rng, SHAPE) for s in shifts])
     pd = np.array([fourier_shift(1.2 * img, s) + _noise(rng, SHAPE) for s in shifts])
-    ir_avg, pd_avg, info = moco_average(ir, pd, transform=transform, keep_fraction=1.0,
-                                        register_pd_to_ir=False)
+    info = moco_average(ir, pd, transform=transform, keep_fraction=1.0, roi_fraction=1.0,
+                        reference="key", register_pd_to_ir=False)
+    ir_avg, pd_avg = info.ir, info.pd
     k = len(info.kept)
     assert k == n
     key = shifts[info.key_index]
-    for t, s in zip(info.transforms, shifts):  # warped(r) = x_k(r − t) must equal img(r − key)
-        assert np.allclose(np.array(t.shift) + s, key, atol=0.2)
+    for t, s in zip(info.shifts, shifts):  # warped(r) = x_k(r − t) must equal img(r − key)
+        assert np.allclose(np.array(t) + s, key, atol=0.2)
     truth = fourier_shift(img, key) * np.sqrt(k)
     resid = (ir_avg - truth)[mask]
     # σ of the residual: 1 for the exact Fourier shift; cubic-spline resampling in rigid mode
@@ -104,7 +106,9 @@ def test_moco_average_noise_and_signal_scaling(body, transform):
 def test_moco_noise_only_average_keeps_unit_sigma():
     rng = np.random.default_rng(3)
     ir = np.array([_noise(rng, SHAPE) for _ in range(16)])
-    avg, _, info = moco_average(ir, ir.copy(), keep_fraction=0.5, register_pd_to_ir=False)
+    info = moco_average(ir, ir.copy(), transform="translation", keep_fraction=0.5,
+                        roi_fraction=1.0, reference="key", register_pd_to_ir=False)
+    avg = info.ir
     assert len(info.kept) == 8
     # (1/√K)Σ of K independent unit-σ images, each exactly Fourier-shifted: σ = 1 ± 2 %
     assert avg.std() == pytest.approx(1.0, rel=0.06)
@@ -118,7 +122,9 @@ def test_plain_average_under_motion_is_worse_than_one_repeat(body):
     ir = np.array([fourier_shift(img, s) + _noise(rng, SHAPE, 0.3) for s in shifts])
     pd = ir.copy()
     pa, _ = plain_average(ir, pd)
-    ma, _, info = moco_average(ir, pd, register_pd_to_ir=False)
+    info = moco_average(ir, pd, transform="translation", roi_fraction=1.0, reference="key",
+                        register_pd_to_ir=False)
+    ma = info.ir
     key = shifts[info.key_index]
     single = nrmse(ir[info.key_index], fourier_shift(img, key))
     plain = nrmse(pa / np.sqrt(8), fourier_shift(img, key))
@@ -135,13 +141,15 @@ def test_pd_registered_to_ir(body):
     pd_img = (np.abs(img) ** 1.5 / 5).astype(np.complex64)
     d = (1.5, -2.25)
     pd = np.array([fourier_shift(pd_img, d) + _noise(rng, SHAPE) for _ in range(4)])
-    _, _, info = moco_average(ir, pd, register_pd_to_ir=True)
+    info = moco_average(ir, pd, roi_fraction=1.0, register_pd_to_ir=True)
     assert np.allclose(info.pd_shift, (-d[0], -d[1]), atol=0.25)
 
 
 def test_moco_rejects_bad_input(body):
     img, _ = body
-    with pytest.raises(ValueError, match="transform"):
+    with pytest.raises(StepError, match="transform"):
         moco_average(img[None], img[None], transform="affine")
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(StepError, match="equal shape"):
         moco_average(np.stack([img, img]), img[None])
+    with pytest.raises(StepError, match="reference"):
+        moco_average(img[None], img[None], reference="median")

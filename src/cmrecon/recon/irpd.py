@@ -45,14 +45,13 @@ from cmrecon.coils.maps import espirit, inati, lowres_images_from_acs, walsh
 from cmrecon.errors import StepError
 from cmrecon.recon.fft import fft2c
 from cmrecon.recon.grappa import grappa_fill, grappa_weights
-from cmrecon.recon.moco import (RigidTransform, estimate_translation, fourier_shift,
-                                register_demons, register_rigid, select_key_frame, warp)
+from cmrecon.recon.moco import roi_window
 from cmrecon.recon.partial_fourier import partial_fourier
 from cmrecon.recon.sense import coil_combine, sense
 
 __all__ = ["IR_SET", "PD_SET", "Readout", "IrPdSlice", "IrPdBuffer", "acs_block",
            "estimate_acceleration", "coil_maps_for_slice", "unfold_slice", "closest_to_mean",
-           "auto_window", "crop_to_matrix", "roi_window", "MocoResult", "moco_roi_average"]
+           "auto_window", "crop_to_matrix", "roi_window"]
 
 #: ISMRMRD ``set`` counter of the inversion-recovery heartbeat.
 IR_SET = 0
@@ -627,37 +626,6 @@ def unfold_slice(sl: IrPdSlice, method: str = "grappa", partial_fourier_method: 
 # ----------------------------------------------------------------------------- helpers
 
 
-def roi_window(shape: tuple[int, int], roi_fraction: float) -> np.ndarray:
-    """Separable Hann weight spanning the central ``roi_fraction`` of each image axis.
-
-    Cardiac scans are planned with the heart at the isocentre, so a central window focuses
-    registration and repeat selection on the heart rather than on the chest wall, which moves
-    differently with breathing.
-
-    Parameters
-    ----------
-    shape : (ny, nx)
-    roi_fraction : float
-        In (0, 1]; 1 gives uniform weight 1 (whole image).
-
-    Returns
-    -------
-    (ny, nx) float64 weight in [0, 1].
-    """
-    if not 0 < roi_fraction <= 1:
-        raise StepError(f"roi_fraction = {roi_fraction!r} must be in (0, 1]")
-    if roi_fraction == 1:
-        return np.ones(shape)
-    ws = []
-    for n in shape:
-        m = max(int(round(roi_fraction * n)), 3)
-        w = np.zeros(n)
-        start = n // 2 - m // 2
-        w[start:start + m] = np.hanning(m + 2)[1:-1]
-        ws.append(w)
-    return np.outer(ws[0], ws[1])
-
-
 def closest_to_mean(images: np.ndarray, weight: np.ndarray | None = None) -> int:
     """Index of the repeat whose magnitude is closest (weighted L2) to the mean magnitude.
 
@@ -677,175 +645,6 @@ def closest_to_mean(images: np.ndarray, weight: np.ndarray | None = None) -> int
         mag = mag * weight[None]
     mean = mag.mean(axis=0)
     return int(np.argmin(np.sqrt(((mag - mean) ** 2).sum(axis=(1, 2)))))
-
-
-@dataclass
-class MocoResult:
-    """Output of :func:`moco_roi_average`.
-
-    Attributes
-    ----------
-    ir, pd : (y, x) complex64
-        Averaged images, SNR units (noise σ = 1).
-    key_index : int
-        Key frame.
-    shifts : (n, 2) float
-        Translation ``(dy, dx)`` px that maps each repeat onto the key frame (rigid part).
-    angles_rad : (n,) float
-        Rotation of each repeat's transform.
-    similarity : (n,) float
-        Weighted correlation of each registered repeat with the key frame.
-    kept : (K,) int
-        Averaged repeats.
-    recentre_shift : (2,) float
-        Shift ``(dy, dx)`` px applied to the average (``reference="mean"``).
-    pd_shift : (2,) float
-        Shift applied to the averaged PD to align it with the averaged IR.
-    """
-
-    ir: np.ndarray
-    pd: np.ndarray
-    key_index: int
-    shifts: np.ndarray
-    angles_rad: np.ndarray
-    similarity: np.ndarray
-    kept: np.ndarray
-    recentre_shift: np.ndarray
-    pd_shift: np.ndarray
-
-
-def _wcorr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
-    sw = w.sum()
-    a = a - (a * w).sum() / sw
-    b = b - (b * w).sum() / sw
-    den = np.sqrt((w * a * a).sum() * (w * b * b).sum())
-    return float((w * a * b).sum() / den) if den > 0 else 0.0
-
-
-def _grad_mag(x: np.ndarray) -> np.ndarray:
-    gy, gx = np.gradient(np.asarray(x, dtype=np.float64))
-    return np.hypot(gy, gx)
-
-
-def moco_roi_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
-                     keep_fraction: float = 0.5, roi_fraction: float = 0.5,
-                     reference: str = "mean", register_pd_to_ir: bool = True,
-                     max_pd_shift_px: float = 5.0, upsample: int = 20,
-                     demons_iterations: int = 60) -> MocoResult:
-    """Motion-corrected average of IR/PD repeats, registered on a central (heart) region.
-
-    Kellman 2005 MOCO with the building blocks of :mod:`cmrecon.recon.moco`:
-
-    1. weight every IR magnitude with :func:`roi_window` (``roi_fraction``);
-    2. key frame ``argmin_m median_n ||w·(x_m − x_n)||`` (:func:`select_key_frame`);
-    3. translation by cross-correlation of the weighted magnitudes (``translation``), refined
-       with rotation by Gauss–Newton (``rigid``), then demons on the rigidly aligned magnitude
-       (``nonrigid``); each repeat's IR *and* PD get the same transform (:func:`warp`; pure
-       translations are exact Fourier shifts, so noise stays white with σ = 1);
-    4. keep the ``keep_fraction`` repeats best correlated with the key frame inside the window
-       (the key frame always);
-    5. ``x̄ = (1/√K) Σ_k W_k(x_k)`` — noise σ stays 1, signal grows by √K;
-    6. ``reference="mean"``: shift the average from the key frame's position to the mean
-       position of *all* repeats (−mean of their translations), the least-squares estimate of
-       the end of the breathing excursions' centre; ``"key"`` keeps the key frame's position
-       (:func:`cmrecon.recon.moco.moco_average`'s convention);
-    7. optionally align the averaged PD to the averaged IR (translation on gradient-magnitude
-       images inside the window, accepted when it raises their weighted correlation and is at
-       most ``max_pd_shift_px``).
-
-    With ``roi_fraction = 1`` and ``reference = "key"`` this is the whole-image registration of
-    :func:`cmrecon.recon.moco.moco_average`. Whole-image registration follows the chest wall,
-    which moves less than the heart with breathing: on simulated free-breathing data it leaves
-    the heart misregistered (docs/results.md).
-
-    Parameters
-    ----------
-    ir, pd : (n, y, x) complex64
-        Coil-combined repeats, SNR units.
-    transform : {"translation", "rigid", "nonrigid"}
-    keep_fraction : float in (0, 1]
-    roi_fraction : float in (0, 1]
-    reference : {"mean", "key"}
-    register_pd_to_ir : bool
-    max_pd_shift_px : float
-    upsample : int
-        Sub-pixel precision ``1/upsample`` px of the translation search.
-    demons_iterations : int
-
-    Returns
-    -------
-    MocoResult
-
-    Raises
-    ------
-    StepError
-        Bad shapes or parameters.
-
-    References
-    ----------
-    Kellman P, Larson AC, Hsu L-Y, et al. MRM 2005;53:194-200.
-    Guizar-Sicairos M et al. Opt Lett 2008;33:156. Thirion JP. Med Image Anal 1998;2:243.
-    """
-    ir = np.asarray(ir)
-    pd = np.asarray(pd)
-    if ir.ndim != 3 or ir.shape != pd.shape or not np.iscomplexobj(ir) or len(ir) < 1:
-        raise StepError(f"MOCO needs (n, y, x) complex IR and PD repeats of equal shape, got "
-                        f"{ir.shape} {ir.dtype} and {pd.shape}")
-    if transform not in ("translation", "rigid", "nonrigid"):
-        raise StepError(f"MOCO transform '{transform}' is unknown; known: translation, rigid, nonrigid")
-    if reference not in ("mean", "key"):
-        raise StepError(f"MOCO reference '{reference}' is unknown; known: mean, key")
-    if not 0 < keep_fraction <= 1:
-        raise StepError(f"MOCO keep_fraction = {keep_fraction!r} must be in (0, 1]")
-    n = len(ir)
-    w = roi_window(ir.shape[1:], roi_fraction)
-    mags = np.abs(ir).astype(np.float64)
-    wm = mags * w[None]
-    key = select_key_frame(wm)
-    fixed = wm[key]
-    shifts = np.zeros((n, 2))
-    angles = np.zeros(n)
-    sim = np.zeros(n)
-    warped_ir, warped_pd = [], []
-    sel = w > 0.1
-    for k in range(n):
-        t, u = RigidTransform(), None
-        if k != key:
-            t = RigidTransform(estimate_translation(wm[k], fixed, upsample), 0.0)
-            if transform in ("rigid", "nonrigid"):
-                t = register_rigid(wm[k], fixed, rotation=True, init=t)
-            if transform == "nonrigid":
-                u = register_demons(np.abs(warp(ir[k], t)) * w, fixed, iterations=demons_iterations)
-        shifts[k] = t.shift
-        angles[k] = t.angle_rad
-        wi = warp(ir[k], t, u)
-        warped_ir.append(wi)
-        warped_pd.append(warp(pd[k], t, u))
-        sim[k] = _wcorr(np.abs(wi)[sel], fixed[sel], w[sel])
-    n_keep = max(1, int(np.ceil(keep_fraction * n)))
-    rank = sim.copy()
-    rank[key] = np.inf
-    kept = np.sort(np.argsort(-rank)[:n_keep])
-    scale = 1.0 / np.sqrt(len(kept))
-    ir_avg = (np.sum([warped_ir[k] for k in kept], axis=0) * scale).astype(np.complex64)
-    pd_avg = (np.sum([warped_pd[k] for k in kept], axis=0) * scale).astype(np.complex64)
-    recentre = np.zeros(2)
-    if reference == "mean" and n > 1:
-        recentre = -shifts.mean(axis=0)
-        ir_avg = fourier_shift(ir_avg, tuple(recentre))
-        pd_avg = fourier_shift(pd_avg, tuple(recentre))
-    pd_shift = np.zeros(2)
-    if register_pd_to_ir:
-        gi = _grad_mag(np.abs(ir_avg)) * w
-        gp = _grad_mag(np.abs(pd_avg)) * w
-        d = np.array(estimate_translation(gp, gi, upsample))
-        if 1.0 / upsample < np.hypot(*d) <= max_pd_shift_px:
-            moved = fourier_shift(gp, tuple(d))
-            if _wcorr(moved, gi, np.ones_like(w)) > _wcorr(gp, gi, np.ones_like(w)):
-                pd_avg = fourier_shift(pd_avg, tuple(d))
-                pd_shift = d
-    return MocoResult(ir=ir_avg, pd=pd_avg, key_index=int(key), shifts=shifts, angles_rad=angles,
-                      similarity=sim, kept=kept, recentre_shift=recentre, pd_shift=pd_shift)
 
 
 def auto_window(values: np.ndarray, mask: np.ndarray, low: float = 0.0,
