@@ -2,8 +2,9 @@
 
 Pipeline (PHYSICS.md §4), all on coil-combined complex images in SNR units:
 
-1. key frame: ``argmin_m median_n ||x_m − x_n||`` over the IR magnitudes;
-2. register each repeat's IR magnitude to the key frame — ``translation`` (cross-correlation
+1. key frame: ``argmin_m median_n ||w·(x_m − x_n)||`` over the IR magnitudes, ``w`` a central
+   Hann window on the heart (:func:`roi_window`; uniform with ``roi_fraction = 1``);
+2. register each repeat's weighted IR magnitude to the key frame — ``translation`` (cross-correlation
    with upsampled-DFT sub-pixel refinement, 1/``upsample`` px), ``rigid`` (plus Gauss–Newton
    refinement of translation and rotation on cubic-spline-interpolated magnitudes) or
    ``nonrigid`` (rigid, then diffusion-regularised demons);
@@ -12,7 +13,8 @@ Pipeline (PHYSICS.md §4), all on coil-combined complex images in SNR units:
    spline interpolation of real and imaginary parts);
 4. keep the best ``keep_fraction`` of repeats by post-registration correlation with the key
    frame;
-5. average ``x̄ = (1/√K)·Σ_k W_k(x_k)`` (noise σ stays 1, signal grows by √K);
+5. average ``x̄ = (1/√K)·Σ_k W_k(x_k)`` (noise σ stays 1, signal grows by √K), placed at the
+   key frame's position or at the mean position of all repeats (``reference``);
 6. optionally register the averaged PD to the averaged IR (translation, on gradient-magnitude
    images, accepted only when it raises their correlation).
 
