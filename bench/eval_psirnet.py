@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmrecon.chain.definition import resolve
+from cmrecon.chain.definition import resolve, with_step_params
 from cmrecon.evaluate import (METRICS, EvalTable, SliceScore, psir_ratio_images, score_slice,
                               with_float_ratio)
 from cmrecon.metrics import nrmse, psnr, ssim
@@ -92,9 +92,7 @@ def main() -> int:
     for name in CHAINS:
         c = resolve(name)
         if name == "psirnet_lge":
-            c = dataclasses.replace(c, steps=tuple(
-                dataclasses.replace(s, params=dataclasses.replace(s.params, weights=args.weights))
-                if s.name == "psirnet_recon" else s for s in c.steps))
+            c = with_step_params(c, "psirnet_recon", weights=args.weights)
         chains[name] = with_float_ratio(c)
     command = "python bench/eval_psirnet.py " + " ".join(sys.argv[1:])
     table = EvalTable(command=command)

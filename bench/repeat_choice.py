@@ -15,7 +15,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -25,17 +24,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_psirnet as ev  # noqa: E402  (case_params: the held-out protocol)
 
-from cmrecon.chain.definition import resolve  # noqa: E402
+from cmrecon.chain.definition import resolve, with_step_params  # noqa: E402
 from cmrecon.evaluate import psir_ratio_images, score_slice, with_float_ratio  # noqa: E402
 from cmrecon.sim.lge import simulate_lge  # noqa: E402
 
 
 def classic_with_repeat(k: int):
     """``psir_classic`` with ``psir.repeat = k`` and float ratio output."""
-    base = resolve("psir_classic")
-    return with_float_ratio(dataclasses.replace(base, steps=tuple(
-        dataclasses.replace(s, params=dataclasses.replace(s.params, repeat=k))
-        if s.name == "psir" else s for s in base.steps)))
+    return with_float_ratio(with_step_params(resolve("psir_classic"), "psir", repeat=k))
 
 
 def main() -> int:

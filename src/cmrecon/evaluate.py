@@ -38,9 +38,9 @@ from typing import Any, Callable, Iterable, Sequence
 import ismrmrd
 import numpy as np
 
-from cmrecon.chain.definition import Chain, resolve
+from cmrecon.chain.definition import Chain, resolve, with_step_params
 from cmrecon.chain.runner import run_chain
-from cmrecon.errors import CmreconError
+from cmrecon.errors import ChainError, CmreconError
 from cmrecon.metrics import nrmse, psnr, ssim
 
 __all__ = ["METRICS", "SliceScore", "EvalTable", "with_float_ratio", "psir_ratio_images",
@@ -149,17 +149,10 @@ def with_float_ratio(chain: Chain) -> Chain:
     EvaluateError
         The chain has no ``emit_images`` step.
     """
-    steps = []
-    found = False
-    for s in chain.steps:
-        if s.name == "emit_images":
-            s = dataclasses.replace(s, params=dataclasses.replace(s.params, float_ratio=True))
-            found = True
-        steps.append(s)
-    if not found:
-        raise EvaluateError(f"chain '{chain.name}' has no emit_images step; cannot read its PSIR "
-                            "as a float ratio")
-    return dataclasses.replace(chain, steps=tuple(steps))
+    try:
+        return with_step_params(chain, "emit_images", float_ratio=True)
+    except ChainError as exc:
+        raise EvaluateError(f"{exc}; cannot read its PSIR as a float ratio") from exc
 
 
 def _is_psir(img: ismrmrd.Image) -> bool:

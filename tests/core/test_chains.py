@@ -117,3 +117,18 @@ def test_steps_with_python_outputs_share_one_external(monkeypatch):
         '<step name="t_collect" />', "").replace('<step name="t_emit" />', "")
     with pytest.raises(ChainError, match="step 't_collect' hands Python objects .* cannot end an <external>"):
         load_xml(ungrouped)
+
+
+def test_with_step_params_sets_one_steps_parameters_and_names_a_missing_step():
+    from cmrecon.chain.definition import with_step_params
+    from cmrecon.evaluate import EvaluateError, with_float_ratio
+
+    base = resolve("psir_classic")
+    chain = with_step_params(base, "psir", repeat=3)
+    assert [s.params.repeat for s in chain.steps if s.name == "psir"] == [3]
+    assert [s for s in chain.steps if s.name != "psir"] == [s for s in base.steps if s.name != "psir"]
+    assert resolve("psir_classic") == base            # the loaded chain is not changed
+    with pytest.raises(ChainError, match="has no psirnet_recon step"):
+        with_step_params(base, "psirnet_recon", weights="x")
+    with pytest.raises(EvaluateError, match="emit_images"):
+        with_float_ratio(resolve("passthrough"))

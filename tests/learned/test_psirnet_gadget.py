@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmrecon.chain.definition import load_file, resolve
+from cmrecon.chain.definition import load_file, resolve, with_step_params
 from cmrecon.errors import StepError
 from cmrecon.models import inference as inf
 from cmrecon.models import shipped
@@ -85,14 +84,7 @@ def _items(case: str):
 
 
 def _chain(weights: str, **params):
-    chain = resolve("psirnet_lge")
-    steps = []
-    for s in chain.steps:
-        if s.name == "psirnet_recon":
-            s = dataclasses.replace(s, params=dataclasses.replace(s.params, weights=weights,
-                                                                  **params))
-        steps.append(s)
-    return dataclasses.replace(chain, steps=tuple(steps))
+    return with_step_params(resolve("psirnet_lge"), "psirnet_recon", weights=weights, **params)
 
 
 def _psir_images(chain, case: str) -> dict:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,21 @@ class Chain:
     name: str
     steps: tuple[StepConfig, ...]
     description: str = ""
+
+
+def with_step_params(chain: Chain, step: str, **params: Any) -> Chain:
+    """A copy of ``chain`` with ``params`` set on every step named ``step``.
+
+    Raises
+    ------
+    ChainError
+        The chain has no such step (``dataclasses.replace`` raises TypeError for an unknown
+        parameter name).
+    """
+    if not any(s.name == step for s in chain.steps):
+        raise ChainError(f"chain '{chain.name}' has no {step} step")
+    return replace(chain, steps=tuple(replace(s, params=replace(s.params, **params))
+                                      if s.name == step else s for s in chain.steps))
 
 
 def chains_dir() -> Path:
