@@ -123,3 +123,13 @@ def test_espirit_agrees_with_bart_ecalib(case, tmp_path):
     assert inner.min() > 0.995, inner.min()
     assert mag_err.max() < 0.05, mag_err.max()
     assert np.abs(np.sum(bart.conj() * nmaps, axis=0))[both].min() > 0.99
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 17, 24, 31])
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5, 1.0, 1.5])
+def test_periodic_tukey_equals_scipy_window(n, alpha):
+    """Our Tukey window (no scipy.signal import at start-up) is scipy's ``sym=False`` window."""
+    from scipy.signal.windows import tukey
+
+    from cmrecon.coils.maps import periodic_tukey
+    np.testing.assert_allclose(periodic_tukey(n, alpha), tukey(n, alpha, sym=False), rtol=0, atol=1e-14)

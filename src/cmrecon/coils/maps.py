@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import uniform_filter
-from scipy.signal.windows import tukey
 
 from cmrecon.recon.fft import ifft2c
 
@@ -318,6 +317,44 @@ def espirit(calib_kspace: np.ndarray, shape: tuple[int, int], kernel_px: int = 6
     return maps
 
 
+def periodic_tukey(n: int, alpha: float) -> np.ndarray:
+    """Periodic Tukey (tapered cosine) window of length ``n`` (scipy's ``tukey(n, alpha, sym=False)``).
+
+    Written here so that importing the coil-map code does not import ``scipy.signal`` (0.7 s of
+    a Gadgetron external's start-up).
+
+    Parameters
+    ----------
+    n : int
+        Window length, samples (>= 1).
+    alpha : float
+        Fraction of the window inside the cosine tapers (0: rectangular, 1: Hann).
+
+    Returns
+    -------
+    (n,) float64
+        The window; its peak (1) is at index ``n // 2``.
+
+    References
+    ----------
+    Harris FJ. Proc IEEE 1978;66:51-83 (tapered cosine window).
+    """
+    if n < 1:
+        raise ValueError(f"window length must be >= 1, got {n}")
+    m = n + 1  # periodic window = the symmetric window of n + 1 samples without its last one
+    if alpha <= 0 or n == 1:
+        return np.ones(n)
+    alpha = min(float(alpha), 1.0)
+    k = np.arange(m, dtype=np.float64)
+    width = int(np.floor(alpha * (m - 1) / 2.0))
+    w = np.ones(m)
+    left = k[: width + 1]
+    right = k[m - width - 1:]
+    w[: width + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * left / alpha / (m - 1))))
+    w[m - width - 1:] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * right / alpha / (m - 1))))
+    return w[:n]
+
+
 def lowres_images_from_acs(acs_kspace: np.ndarray, shape: tuple[int, int],
                            taper: float = 0.5) -> np.ndarray:
     """Low-resolution coil images: Tukey-windowed ACS block zero-filled to ``shape``.
@@ -348,8 +385,8 @@ def lowres_images_from_acs(acs_kspace: np.ndarray, shape: tuple[int, int],
     ny, nx = shape
     if ay > ny or ax > nx:
         raise ValueError(f"ACS block {acs.shape[1:]} larger than the output shape {shape}")
-    wy = tukey(ay, taper, sym=False) if ay > 1 else np.ones(1)
-    wx = tukey(ax, taper, sym=False) if ax > 1 else np.ones(1)
+    wy = periodic_tukey(ay, taper) if ay > 1 else np.ones(1)
+    wx = periodic_tukey(ax, taper) if ax > 1 else np.ones(1)
     # sym=False puts the window's peak at index n//2, the k = 0 sample
     full = np.zeros((nc, ny, nx), dtype=np.complex64)
     oy, ox = ny // 2 - ay // 2, nx // 2 - ax // 2

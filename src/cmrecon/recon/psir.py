@@ -28,7 +28,6 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 
 from cmrecon.recon.fft import fft2c, ifft2c
-from cmrecon.recon.psir_head import psirnet_head
 
 __all__ = ["PsirResult", "background_phase", "box_mean", "scc_inverse", "psir",
            "to_gadgetron_units"]
@@ -225,6 +224,7 @@ def psir(ir: np.ndarray, pd: np.ndarray, window_px: int = 7, noise_sigma: float 
     pd_mag = np.abs(pd)
     a = scc_inverse(pd_mag, window_px, noise_sigma, t)
     if psirnet_compatible:
+        from cmrecon.recon.psir_head import psirnet_head  # torch: imported only in this mode
         out = psirnet_head(ir.astype(np.complex64), pd.astype(np.complex64), window_px=window_px,
                            reg=float((t * noise_sigma) ** 2))
         mag = np.sqrt(np.maximum(pd_mag.astype(np.float64) ** 2, 1e-6))

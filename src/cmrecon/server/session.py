@@ -23,6 +23,7 @@ from cmrecon.chain.registry import known_steps
 from cmrecon.chain.runner import run_chain
 from cmrecon.errors import CmreconError, ProtocolError
 from cmrecon.io import protocol as P
+from cmrecon.io.header import version_warning
 
 
 class ClientClosed(CmreconError):
@@ -140,6 +141,10 @@ class Session:
             if not isinstance(header, P.Header):
                 raise ProtocolError(f"expected HEADER (3) after the config, got {type(header).__name__}")
             self.log.info("session: chain '%s'", chain.name)
+            warning = version_warning(header.xml)
+            if warning:  # our chains still run; the client learns why a Gadgetron would not
+                self.log.warning("%s", warning)
+                self._send(P.Text(f"WARNING {warning}"))
             for item in run_chain(chain, header.xml, self._data(), self.log):
                 self._send(item)
                 self.stats.items_out += 1

@@ -46,6 +46,7 @@ import ismrmrd.xsd as xsd
 import numpy as np
 
 from cmrecon.errors import CmreconError
+from cmrecon.io.header import schema_version
 from cmrecon.recon.fft import fft2c, ifft2c
 from cmrecon.recon.noise import prewhitening_matrix
 from cmrecon.sim import coils as coil_mod
@@ -278,7 +279,7 @@ def make_header(p: LgeParams, sampling: Sampling, measurement_id: str | None = N
     os_ = p.readout_oversampling
     h = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(
         H1resonanceFrequency_Hz=int(round(42.577478e6 * p.field_t))))
-    h.version = 1
+    h.version = schema_version()  # what a Gadgetron on the same ISMRMRD release expects
     h.measurementInformation = xsd.measurementInformationType(
         measurementID=measurement_id or f"cmrecon_sim_{p.seed}",
         patientPosition=xsd.patientPositionType.HFS,
