@@ -61,21 +61,33 @@ def _finish(sl, inp, out, entry):
                       kind="repeats", used=(inp.repeat,), ref_index=inp.repeat, info=info)
 
 
+def _load_model(weights: str, device: str):
+    """Import torch and the model code, then load (cached per process) and warm up the model."""
+    from cmrecon.models.inference import get_model
+    return get_model(weights, device)
+
+
 @register("psirnet_recon", PsirnetReconParams, mrd_output=False)
 def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
                   ctx: StepContext) -> Iterator[Item]:
     """Learned PSIR from one IR/PD repeat (PSIRNet-style unrolled network); batches slices, model shared per process."""
-    from cmrecon.models.inference import get_model, infer_slices, prepare_slice
     from cmrecon.recon.irpd import IrPdSlice
 
     if params.batch_slices < 1:
         raise StepError(f"psirnet_recon batch_slices = {params.batch_slices} must be >= 1")
     if not 1 <= params.min_coils <= params.max_coils:
         raise StepError(f"psirnet_recon coil range {params.min_coils}..{params.max_coils} is empty")
+    # Load (and warm up) the model while the stream's first slice is still arriving: importing
+    # torch and reading the weights take seconds that would otherwise follow that slice.
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmrecon-model-load")
+    loading = pool.submit(_load_model, params.weights, params.device)
+    pool.shutdown(wait=False)
     entry = None
     pending: List = []
 
     def run_pending() -> Iterator[Item]:
+        from cmrecon.models.inference import infer_slices
         outs = infer_slices(entry, [inp for _, inp in pending], params.batch_slices, ctx.log)
         for (sl, inp), out in zip(pending, outs):
             ctx.log.info("psirnet_recon: slice %d from repeat %d of %d", sl.slice,
@@ -88,7 +100,8 @@ def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
             yield item
             continue
         if entry is None:
-            entry = get_model(params.weights, params.device)
+            entry = loading.result()
+        from cmrecon.models.inference import prepare_slice
         inp = prepare_slice(item, params.repeat, params.roi_fraction, params.min_coils,
                             params.max_coils, entry.min_matrix)
         pending.append((item, inp))

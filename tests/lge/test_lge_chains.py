@@ -14,7 +14,6 @@ from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml
 from cmrecon.metrics import nrmse
 from cmrecon.server.client import replay_in_process, replay_remote
-from gadgetron_harness import play_gadgetron
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -88,53 +87,12 @@ def test_remote_round_trip_equals_in_process_byte_for_byte(server):
             assert a.data.tobytes() == b.data.tobytes()
 
 
-def test_chain_xml_twins_group_the_python_object_steps_in_one_external():
+def test_chain_xml_twins_run_the_whole_chain_in_one_external():
     for name in ("psir_classic", "psir_moco", "psir_average"):
         chain = resolve(name)
         xml = to_xml(chain)
-        assert xml.count("<external>") == 3 and 'target="steps"' in xml
+        assert xml.count("<external>") == 1 and 'target="steps"' in xml
         assert resolve(f"{name}.xml").steps == chain.steps
-
-
-# ----------------------------------------------------------------------------- Gadgetron side
-
-
-def test_grouped_gadgetron_external_gives_the_in_process_images():
-    pytest.importorskip("gadgetron", reason="the optional `gadgetron` package is not installed")
-    h5 = DATA / "sim_lge_r2_embedded.h5"
-    if not h5.exists():
-        pytest.skip("recorded stream not present")
-    header = read_header_xml(h5)
-    whitened, rc1, err1 = play_gadgetron("noise_prewhiten", "<configuration/>", header, list(iter_items(h5)))
-    assert rc1 == 0, err1
-    cropped, rc2, err2 = play_gadgetron("remove_oversampling", "<configuration/>", header, whitened[:-1])
-    assert rc2 == 0, err2
-    # the grouped external exactly as chains/psir_moco.xml writes it (one process, six steps)
-    config = ('<configuration><step name="buffer_ir_pd"><property name="repeat_counter" value="average"/>'
-              '</step><step name="coil_maps"/><step name="unfold"/><step name="moco_average"/>'
-              '<step name="psir"/><step name="emit_images"/></configuration>')
-    got, rc3, err3 = play_gadgetron("steps", config, header, cropped[:-1])
-    assert rc3 == 0, err3
-    images = [m for m in got if isinstance(m, ismrmrd.Image)]
-    expected = replay_in_process(h5, "psir_moco").images
-    assert len(images) == len(expected) == 2
-    for a, b in zip(images, expected):
-        assert bytes(a.getHead()) == bytes(b.getHead())
-        assert a.attribute_string == b.attribute_string
-        np.testing.assert_array_equal(a.data, b.data)
-
-
-def test_grouped_external_reports_a_missing_pd_partner_as_error():
-    pytest.importorskip("gadgetron", reason="the optional `gadgetron` package is not installed")
-    h5 = DATA / "sim_lge_full.h5"
-    if not h5.exists():
-        pytest.skip("recorded stream not present")
-    header = read_header_xml(h5)
-    ir_only = [a for a in iter_items(h5) if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) or a.idx.set == 0]
-    got, rc, _ = play_gadgetron("steps", '<configuration><step name="buffer_ir_pd"/>'
-                                 '<step name="emit_images"/></configuration>', header, ir_only)
-    errors = [m for m in got if isinstance(m, P.Error)]
-    assert rc != 0 and errors and "no PD partner" in errors[0].text
 
 
 def test_evaluate_cli_writes_table_csv_and_panels(tmp_path, capsys):

@@ -25,9 +25,11 @@ Only registered steps of the ``cmrecon_gadgets`` package may be named: a client'
 never import arbitrary Python.
 
 In a real Gadgetron every ``<external>`` is its own process, so only MRD items (acquisitions,
-waveforms, images) can pass between externals. Steps that hand step-private objects to their
-successor (``mrd_output=False``, e.g. ``buffer_ir_pd``) therefore share one external, which runs
-the group in order::
+waveforms, images) can pass between externals, and each one costs a process start per session.
+:func:`to_xml` therefore writes the whole chain as one external that runs its steps in order
+(hand-written XML may still split a chain where only MRD items cross; a step that hands
+step-private objects to its successor, ``mrd_output=False``, must share its successor's
+external)::
 
     <external>
       <execute name="cmrecon_gadgets" target="steps" type="python"/>
@@ -107,7 +109,8 @@ def list_chains(directory: Path | None = None) -> list[str]:
     return sorted({p.stem for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".xml")})
 
 
-def _build(name: str, steps: list[tuple[str, dict[str, Any]]], description: str) -> Chain:
+def build_chain(name: str, steps: list[tuple[str, dict[str, Any]]], description: str = "") -> Chain:
+    """A validated chain from ``[(step name, raw parameters)]`` (unknown steps/parameters raise ChainError)."""
     if not steps:
         raise ChainError(f"chain '{name}' has no steps")
     built = []
@@ -148,7 +151,7 @@ def load_yaml(text: str, name: str | None = None) -> Chain:
         if not isinstance(params, dict):
             raise ChainError(f"chain YAML step {i + 1} 'params' must be a mapping")
         steps.append((str(entry["step"]), params))
-    return _build(str(doc.get("name") or name or "inline"), steps, str(doc.get("description") or ""))
+    return build_chain(str(doc.get("name") or name or "inline"), steps, str(doc.get("description") or ""))
 
 
 def load_xml(text: str | bytes, name: str | None = None) -> Chain:
@@ -207,7 +210,7 @@ def load_xml(text: str | bytes, name: str | None = None) -> Chain:
                              f"cannot end an <external> process; group it with the next step "
                              f"(target='{GROUP_TARGET}')")
         steps.extend(group)
-    return _build(name or "inline", steps, (root.findtext("description") or "").strip())
+    return build_chain(name or "inline", steps, (root.findtext("description") or "").strip())
 
 
 def xml_properties(config: ET.Element | None, where: str = "configuration") -> dict[str, str]:
@@ -245,13 +248,13 @@ def group_steps(config: ET.Element | None, where: str) -> list[tuple[str, dict[s
 
 
 def _external_groups(chain: Chain) -> list[list[StepConfig]]:
-    """Split steps into externals: a step with non-MRD output shares its successor's process."""
-    groups: list[list[StepConfig]] = [[]]
-    for step in chain.steps:
-        groups[-1].append(step)
-        if get_step(step.name).mrd_output:
-            groups.append([])
-    return [g for g in groups if g]
+    """The whole chain in one external: one Python process to start per session.
+
+    Gadgetron starts every ``<external>`` of a chain as its own ``python -m gadgetron`` process
+    when a session begins; each costs an interpreter and our imports (0.5-1 s on 2 cores, more
+    when they start at once), and items between them cross a socket.
+    """
+    return [list(chain.steps)]
 
 
 def _add_properties(parent: ET.Element, params: Any) -> None:
