@@ -38,11 +38,11 @@ class PsirnetReconParams:
         "doc": "slices per forward pass (held until that many have arrived or the stream ends); "
                "halved on CUDA out-of-memory, then CPU"})
     repeat: int = field(default=-1, metadata={
-        "doc": "position of the repeat to use; -1 = the repeat closest to the mean of all "
-               "repeats (the published input choice)"})
-    roi_fraction: float = field(default=1.0, metadata={
-        "doc": "automatic repeat choice compares zero-filled IR magnitudes in a central Hann "
-               "region spanning this fraction of each axis (1 = whole image, as psir)"})
+        "doc": "position of the repeat to use; -1 = the key frame (recon.moco.key_frame, as "
+               "psir and moco_average; the published input choice)"})
+    roi_fraction: float = field(default=0.5, metadata={
+        "doc": "the key frame compares zero-filled IR magnitudes in a central Hann region "
+               "spanning this fraction of each axis (as psir)"})
     min_coils: int = field(default=2, metadata={"doc": "fewest receive coils accepted"})
     max_coils: int = field(default=64, metadata={"doc": "most receive coils accepted"})
 

@@ -28,7 +28,7 @@ from cmrecon.io.header import encoding_info
 from cmrecon.io.images import make_image
 from cmrecon.recon import irpd
 from cmrecon.recon.irpd import IrPdSlice
-from cmrecon.recon.moco import moco_average as moco_average_images, plain_average
+from cmrecon.recon.moco import DEFAULT_ROI_FRACTION, moco_average as moco_average_images, plain_average
 from cmrecon.recon.psir import psir as psir_fn
 
 _SKIP_FLAGS = (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, ismrmrd.ACQ_IS_NAVIGATION_DATA,
@@ -204,12 +204,13 @@ class MocoAverageParams:
         "doc": "registration model", "choices": ("translation", "rigid", "nonrigid")})
     keep_fraction: float = field(default=0.5, metadata={
         "doc": "fraction of repeats kept, best by post-registration correlation with the key frame"})
-    roi_fraction: float = field(default=0.5, metadata={
-        "doc": "registration and selection use a central Hann-weighted region spanning this "
-               "fraction of each axis (the heart at the isocentre); 1 = whole image"})
-    reference: str = field(default="mean", metadata={
-        "doc": "position of the average: mean = mean position of all repeats, key = the key "
-               "frame's", "choices": ("mean", "key")})
+    roi_fraction: float = field(default=DEFAULT_ROI_FRACTION, metadata={
+        "doc": "key frame, registration and selection use a central Hann-weighted region "
+               "spanning this fraction of each axis (the heart at the isocentre); 1 = whole image"})
+    reference: str = field(default="key", metadata={
+        "doc": "position of the average: key = the key frame's (the clinical convention, where "
+               "psir_classic and psirnet_lge also output), mean = mean position of all repeats",
+        "choices": ("key", "mean")})
     register_pd_to_ir: bool = field(default=True, metadata={
         "doc": "align the averaged PD to the averaged IR (translation on gradient images)"})
     max_pd_shift_px: float = field(default=5.0, metadata={"doc": "largest accepted PD-to-IR shift, pixels"})
@@ -228,7 +229,7 @@ def moco_average(items: Iterator[Item], params: MocoAverageParams, ctx: StepCont
                             f"after unfold (got kind '{item.kind}')")
         if params.mode == "plain":
             ir, pd = plain_average(item.ir, item.pd)
-            ref = irpd.closest_to_mean(item.ir)
+            ref = irpd.key_frame(item.ir, params.roi_fraction)
             yield item.replace(ir=ir[None], pd=pd[None], kind="average",
                                used=tuple(range(len(item.ir))), ref_index=ref)
             continue
@@ -258,11 +259,11 @@ class PsirParams:
 
     repeat: int = field(default=-1, metadata={
         "doc": "position (0-based, in acquisition order of the repeat counter) of the single "
-               "repeat to use; -1 = the repeat closest to the mean of all repeats; ignored for "
+               "repeat to use; -1 = the key frame (recon.moco.key_frame); ignored for "
                "averaged input from moco_average"})
-    roi_fraction: float = field(default=1.0, metadata={
-        "doc": "automatic repeat choice compares IR magnitudes inside a central Hann-weighted "
-               "region spanning this fraction of each axis (1 = whole image)"})
+    roi_fraction: float = field(default=DEFAULT_ROI_FRACTION, metadata={
+        "doc": "the key frame compares IR magnitudes inside a central Hann-weighted region "
+               "spanning this fraction of each axis (1 = whole image)"})
     window_px: int = field(default=7, metadata={"doc": "surface-coil-correction window, pixels"})
     t_sigma: float = field(default=4.0, metadata={"doc": "SCC regularisation in multiples of σ"})
     noise_sigma: float = field(default=1.0, metadata={"doc": "image noise σ (1 in SNR units)"})
@@ -285,8 +286,7 @@ def psir(items: Iterator[Item], params: PsirParams, ctx: StepContext) -> Iterato
         if item.kind == "repeats":
             n = len(item.ir)
             if params.repeat == -1:
-                weight = irpd.roi_window(item.ir.shape[1:], params.roi_fraction)
-                k = irpd.closest_to_mean(item.ir, weight)
+                k = irpd.key_frame(item.ir, params.roi_fraction)
             elif 0 <= params.repeat < n:
                 k = params.repeat
             else:

@@ -177,7 +177,7 @@ def test_moco_recovers_known_translations(clean_full, transform, big):
     shifts = np.array([(0.0, 0.0), (1.5, -0.5), (-1.4, 0.7), (0.6, 1.2), (-0.8, -1.4), (big, 0.3)])
     sl = _moved_repeats(clean_full, shifts)
     (out,) = run_steps_on(sl, "moco_average", {"transform": transform, "roi_fraction": 1.0,
-                                               "register_pd_to_ir": False})
+                                               "register_pd_to_ir": False, "reference": "mean"})
     key = out.info["moco_key"]
     est = np.array(out.info["moco_shifts"])
     # repeat k moved by d_k maps onto the key by −(d_k − d_key); at SNR ~50 the cross-
@@ -252,3 +252,14 @@ def test_emit_images_headers_follow_gadgetron_cmr_conventions(clean_full):
     np.testing.assert_allclose(magir_img.data[0, 0][tissue] / (pd_mag * sl.psir.scc * 1000)[tissue],
                                np.abs(sl.ir[sl.ref_index][tissue]) / np.abs(sl.psir_pd[tissue]),
                                rtol=1e-4)
+
+
+def test_moco_average_outputs_in_the_key_frame_by_default(clean_full):
+    """The clinical convention: registered to the key frame and left there (no recentring)."""
+    shifts = np.array([(0.0, 0.0), (0.1, 0.0), (-0.1, 0.1), (2.0, 0.5), (0.05, -0.1)])
+    sl = _moved_repeats(clean_full, shifts)
+    (out,) = run_steps_on(sl, "moco_average", {"transform": "translation", "register_pd_to_ir": False})
+    key = out.info["moco_key"]
+    assert key in (0, 1, 2, 4)                      # one of the repeats near 0, never the outlier
+    assert out.info["moco_recentre"] == [0.0, 0.0]
+    assert out.ref_index == key

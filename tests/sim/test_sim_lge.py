@@ -189,3 +189,61 @@ def test_bad_parameters_name_the_field():
         LgeParams(acs_mode="interleaved")
     with pytest.raises(SimParamError, match="ti_ms"):
         simulate_lge(LgeParams(matrix=(64, 48), acceleration=1, acs_lines=0, heart_rate_bpm=150, ti_ms=450))
+
+
+def test_key_repeat_is_the_medoid_of_the_displacements():
+    from cmrecon.sim.lge import key_repeat
+    d = np.array([[0.0, 0.1], [0.0, 6.0], [0.1, 0.3], [0.0, 0.2], [0.2, 12.0]])
+    # median distance to the others: repeat 3 (0.2 mm from 0.1 and 0.3) is the most central
+    assert key_repeat(d) == 3
+    assert key_repeat(d[:1]) == 0
+
+
+@pytest.mark.parametrize("model, near_min, near_max", [("end_expiration", 0.42, 0.62), ("two_sided", 0.0, 0.1)])
+def test_breathing_dwells_at_end_expiration_unless_two_sided(model, near_min, near_max):
+    """cos⁶ breathing: P(|d| < 0.2·a) = P(cos⁶(πu) < 0.2) = 1 − 2·acos(0.2^⅙)/π = 0.555, times
+    0.92 (no deep breath) = 0.51, blurred by the 0.05·a / 0.1·a jitter (512 draws: ±0.05);
+    two-sided: |N(1, 0.53)| < 0.2 has p ≈ 0.07."""
+    from cmrecon.sim.lge import _motion
+    p = replace(BASE, repeats=64, resp_amplitude_mm=10.0, breathing=model)
+    rng = np.random.default_rng(3)
+    d = np.concatenate([_motion(rng, p, (2.0, 2.0))[:, 0] for _ in range(8)])   # (512, 2) mm
+    near = float(np.mean(np.hypot(d[:, 0], d[:, 1]) < 0.2 * p.resp_amplitude_mm))
+    assert near_min <= near <= near_max, near
+    if model == "end_expiration":   # one-sided: the excursion never goes far past the baseline
+        main = np.median(d[np.hypot(d[:, 0], d[:, 1]) > 5.0], axis=0)
+        main /= np.linalg.norm(main)
+        assert np.mean(d @ main < -0.3 * p.resp_amplitude_mm) < 0.01
+
+
+def test_truth_lives_in_the_key_repeats_frame():
+    """Noise-free, fully sampled: the key repeat's IR is the truth IR (exactly); others are moved."""
+    p = replace(BASE, repeats=5, resp_amplitude_mm=8.0, add_noise=False, seed=23)
+    case = simulate_lge(p)
+    t = case.truth
+    key = int(t["key_repeat"][0])
+    from cmrecon.sim.lge import key_repeat
+    assert key == key_repeat(t["motion_mm"][0][:, 0])
+    w = prewhitening_matrix(t["psi"])
+    n_ro = p.matrix[0]
+    errors = []
+    for n in range(p.repeats):
+        k = prewhiten(np.moveaxis(_kspace(case, average=n), 1, 0), w)
+        img = ifft2c(k)[:, :, n_ro // 2: n_ro // 2 + n_ro]
+        ir = np.sum(np.conj(t["coil_maps"][0]) * img[:, 0], axis=0)
+        errors.append(np.abs(ir - t["ir"][0]).max() / np.abs(t["ir"][0]).max())
+    assert errors[key] < TOL_EXACT
+    moved = [n for n in range(p.repeats)
+             if np.abs(t["motion_px"][0][n, 0] - t["motion_px"][0][key, 0]).max() > 1.0]
+    assert moved and all(errors[n] > 0.05 for n in moved)
+    assert 0.2 <= float(t["chest_wall_fraction"][0]) <= 0.5
+
+
+def test_repeats_counted_in_repetition_when_asked(tmp_path):
+    p = replace(BASE, repeats=3, repeat_counter="repetition")
+    case = simulate_lge(p)
+    imaging = _imaging(case)
+    assert sorted({a.idx.repetition for a in imaging}) == [0, 1, 2]
+    assert {a.idx.average for a in imaging} == {0}
+    lim = ismrmrd.xsd.CreateFromDocument(case.header_xml).encoding[0].encodingLimits
+    assert (lim.repetition.maximum, lim.average.maximum) == (2, 0)

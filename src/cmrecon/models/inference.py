@@ -5,8 +5,8 @@
   **once**, then shared by every connection of the server; creation is guarded by a lock,
   and each cached model has its own lock so one forward pass runs at a time per model.
 * :func:`prepare_slice` — an :class:`~cmrecon.recon.irpd.IrPdSlice` (after ``coil_maps``) →
-  :class:`SliceInput`: one repeat (the one closest to the mean of all repeats, as the
-  published pipeline chooses its input, or a given one), transposed from the buffer's
+  :class:`SliceInput`: one repeat (the key frame, as the published pipeline
+  chooses its input, or a given one), transposed from the buffer's
   ``(coils, ky, kx)`` to the model's ``(coils, RO, PE)``; out-of-range input is a
   :class:`~cmrecon.errors.StepError`.
 * :func:`run_with_fallback` — run slices in batches; a CUDA out-of-memory error halves the
@@ -230,7 +230,7 @@ def _zero_filled_images(kspace: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return np.sum(np.conj(maps)[None] * np_ifft2c(kspace), axis=1)
 
 
-def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 1.0,
+def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 0.5,
                   min_coils: int = 2, max_coils: int = 64, min_matrix: int = 16,
                   use_acs: bool = True) -> SliceInput:
     """Turn a buffered IR/PD slice with coil maps into the model's input.
@@ -242,12 +242,12 @@ def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 1.0,
         ``(repeats, coils, ky, kx)`` complex64, ``mask_pe`` ``(ky,)`` bool, ``maps``
         ``(coils, ky, kx)`` complex64.
     repeat : int
-        Position of the repeat to use; -1 = the repeat whose zero-filled IR magnitude is
-        closest to the mean of all repeats (:func:`cmrecon.recon.irpd.closest_to_mean`), the
-        published choice of the input repeat.
+        Position of the repeat to use; -1 = the key frame of the zero-filled IR images
+        (:func:`cmrecon.recon.moco.key_frame`, the function every LGE chain uses; the
+        published choice of the input repeat).
     roi_fraction : float
-        Region of that comparison (fraction of each axis; 1 = whole image, the default of the
-        classical ``psir`` step, so both single-repeat chains choose alike).
+        Region of that comparison (fraction of each axis; the default of the classical
+        ``psir`` step, so both single-repeat chains choose alike).
     min_coils, max_coils : int
         Accepted coil counts.
     min_matrix : int
@@ -297,7 +297,7 @@ def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 1.0,
             k = 0
         else:
             imgs = _zero_filled_images(ir_all, sl.maps)
-            k = irpd.closest_to_mean(imgs, irpd.roi_window(imgs.shape[1:], roi_fraction))
+            k = irpd.key_frame(imgs, roi_fraction)
     elif 0 <= repeat < n_rep:
         k = repeat
     else:

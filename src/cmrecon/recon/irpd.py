@@ -1,4 +1,4 @@
-"""Interleaved IR/PD LGE slices: streaming buffer, coil maps, unfolding, repeat choice (arrays only).
+"""Interleaved IR/PD LGE slices: streaming buffer, coil maps, unfolding (arrays only).
 
 The classical LGE chains (``psir_classic``, ``psir_moco``) reconstruct one slice at a time from
 readouts of two interleaved heartbeats per repeat: the inversion-recovery image (ISMRMRD
@@ -45,12 +45,12 @@ from cmrecon.coils.maps import espirit, inati, lowres_images_from_acs, walsh
 from cmrecon.errors import StepError
 from cmrecon.recon.fft import fft2c
 from cmrecon.recon.grappa import grappa_fill, grappa_weights
-from cmrecon.recon.moco import roi_window
+from cmrecon.recon.moco import key_frame, roi_window
 from cmrecon.recon.partial_fourier import partial_fourier
 from cmrecon.recon.sense import coil_combine, sense
 
 __all__ = ["IR_SET", "PD_SET", "Readout", "IrPdSlice", "IrPdBuffer", "acs_block",
-           "estimate_acceleration", "coil_maps_for_slice", "unfold_slice", "closest_to_mean",
+           "estimate_acceleration", "coil_maps_for_slice", "unfold_slice", "key_frame",
            "auto_window", "crop_to_matrix", "roi_window"]
 
 #: ISMRMRD ``set`` counter of the inversion-recovery heartbeat.
@@ -624,27 +624,6 @@ def unfold_slice(sl: IrPdSlice, method: str = "grappa", partial_fourier_method: 
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def closest_to_mean(images: np.ndarray, weight: np.ndarray | None = None) -> int:
-    """Index of the repeat whose magnitude is closest (weighted L2) to the mean magnitude.
-
-    Parameters
-    ----------
-    images : (n, y, x) complex or real
-        Repeats (the chains pass the IR images).
-    weight : (y, x) float, optional
-        Pixel weight (e.g. :func:`roi_window`); uniform when None.
-
-    Returns
-    -------
-    int
-    """
-    mag = np.abs(np.asarray(images)).astype(np.float64)
-    if weight is not None:
-        mag = mag * weight[None]
-    mean = mag.mean(axis=0)
-    return int(np.argmin(np.sqrt(((mag - mean) ** 2).sum(axis=(1, 2)))))
 
 
 def auto_window(values: np.ndarray, mask: np.ndarray, low: float = 0.0,

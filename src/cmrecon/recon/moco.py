@@ -38,7 +38,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates, spline_filter
 from cmrecon.errors import StepError
 
 __all__ = ["MocoResult", "RigidTransform", "roi_window", "estimate_translation", "register_rigid",
-           "register_demons", "fourier_shift", "warp", "select_key_frame", "moco_average",
+           "register_demons", "fourier_shift", "warp", "select_key_frame", "key_frame", "moco_average",
            "plain_average"]
 
 
@@ -334,6 +334,46 @@ def select_key_frame(magnitudes: np.ndarray) -> int:
     return int(np.argmin(np.median(np.sqrt(d2), axis=1)))
 
 
+#: central fraction of each axis that the key-frame choice and the registration look at
+DEFAULT_ROI_FRACTION = 0.5
+
+
+def key_frame(ir: np.ndarray, roi_fraction: float = DEFAULT_ROI_FRACTION) -> int:
+    """The key frame of repeated IR images: the one repeat every LGE chain outputs in.
+
+    ``argmin_m median_n ||w·(|x_m| − |x_n|)||`` with ``w`` the central Hann window
+    (:func:`roi_window`): the repeat most like the others in the heart region. With breathing
+    that dwells at end-expiration this is a repeat at end-expiration. Gadgetron's CMR MOCO
+    picks its key frame this way and registers every repeat to it; PSIRNet's input repeat is
+    the one closest to the MOCO average, i.e. the key frame, and its target is the MOCO average
+    in that frame. ``psir_classic`` and ``psirnet_lge`` reconstruct this repeat and
+    ``psir_moco`` averages into it.
+
+    Parameters
+    ----------
+    ir : (n, y, x) complex or real
+        Repeated IR images (magnitude is used).
+    roi_fraction : float in (0, 1]
+        Central fraction of each axis weighted by the window (1 = whole image).
+
+    Returns
+    -------
+    int
+        Index into the first axis.
+
+    References
+    ----------
+    Kellman P, Larson AC, Hsu L-Y, et al. MRM 2005;53:194-200.
+    """
+    ir = np.asarray(ir)
+    if ir.ndim != 3 or len(ir) < 1:
+        raise StepError(f"key frame needs (n, y, x) repeats, got shape {ir.shape}")
+    if len(ir) == 1:
+        return 0
+    w = roi_window(ir.shape[1:], roi_fraction)
+    return select_key_frame(np.abs(ir).astype(np.float64) * w[None])
+
+
 def _check_repeats(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 3 or not np.iscomplexobj(x) or len(x) < 1:
@@ -443,8 +483,8 @@ def _grad_mag(x: np.ndarray) -> np.ndarray:
 
 
 def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
-                     keep_fraction: float = 0.5, roi_fraction: float = 0.5,
-                     reference: str = "mean", register_pd_to_ir: bool = True,
+                     keep_fraction: float = 0.5, roi_fraction: float = DEFAULT_ROI_FRACTION,
+                     reference: str = "key", register_pd_to_ir: bool = True,
                      max_pd_shift_px: float = 5.0, upsample: int = 20,
                      demons_iterations: int = 60) -> MocoResult:
     """Motion-corrected average of IR/PD repeats, registered on a central (heart) region.
@@ -452,7 +492,7 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
     Kellman 2005 MOCO from this module's building blocks:
 
     1. weight every IR magnitude with :func:`roi_window` (``roi_fraction``);
-    2. key frame ``argmin_m median_n ||w·(x_m − x_n)||`` (:func:`select_key_frame`);
+    2. key frame ``argmin_m median_n ||w·(x_m − x_n)||`` (:func:`key_frame`);
     3. translation by cross-correlation of the weighted magnitudes (``translation``), refined
        with rotation by Gauss–Newton (``rigid``), then demons on the rigidly aligned magnitude
        (``nonrigid``); each repeat's IR *and* PD get the same transform (:func:`warp`; pure
@@ -460,10 +500,9 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
     4. keep the ``keep_fraction`` repeats best correlated with the key frame inside the window
        (the key frame always);
     5. ``x̄ = (1/√K) Σ_k W_k(x_k)`` — noise σ stays 1, signal grows by √K;
-    6. ``reference="mean"``: shift the average from the key frame's position to the mean
-       position of *all* repeats (−mean of their translations), the least-squares estimate of
-       the end of the breathing excursions' centre; ``"key"`` keeps the key frame's position
-       (the convention of whole-image MOCO);
+    6. ``reference="key"`` (default) keeps the key frame's position, the clinical convention
+       (Gadgetron's CMR MOCO, PSIRNet's targets); ``"mean"`` shifts the average to the mean
+       position of *all* repeats (−mean of their translations), a position no repeat need have;
     7. optionally align the averaged PD to the averaged IR (translation on gradient-magnitude
        images inside the window, accepted when it raises their weighted correlation and is at
        most ``max_pd_shift_px``).
@@ -516,7 +555,7 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
     w = roi_window(ir.shape[1:], roi_fraction)
     mags = np.abs(ir).astype(np.float64)
     wm = mags * w[None]
-    key = select_key_frame(wm)
+    key = key_frame(ir, roi_fraction)
     fixed = wm[key]
     shifts = np.zeros((n, 2))
     angles = np.zeros(n)

@@ -54,10 +54,13 @@ from cmrecon.sim import phantom as ph
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
 
 __all__ = ["LgeParams", "SimCase", "SimParamError", "Sampling", "sampling_pattern",
-           "simulate_lge", "make_header", "TICK_MS", "PARTIAL_FOURIER_CHOICES"]
+           "simulate_lge", "make_header", "key_repeat", "TICK_MS", "PARTIAL_FOURIER_CHOICES",
+           "BREATHING_MODELS"]
 
 #: Siemens/ISMRMRD time-stamp tick, ms.
 TICK_MS = 2.5
+#: Respiratory motion models (:func:`_motion`).
+BREATHING_MODELS = ("end_expiration", "two_sided")
 #: Allowed partial-Fourier fractions along PE.
 PARTIAL_FOURIER_CHOICES = (1.0, 7.0 / 8.0, 6.0 / 8.0)
 
@@ -86,7 +89,15 @@ class LgeParams:
     field_t : 1.5 or 3.0 T (T1s 10-20 % longer at 3 T).
     heart_rate_bpm : RR = 60000 / heart_rate_bpm ms.
     ti_ms : inversion to k-space-centre readout, ms.
-    resp_amplitude_mm : scale of the respiratory translations between repeats, mm (0: none).
+    resp_amplitude_mm : respiratory excursion of the heart from end-expiration to normal
+        end-inspiration, mm (0: none).
+    breathing : "end_expiration" (default: one-sided, most heartbeats near end-expiration, an
+        occasional deeper breath) or "two_sided" (the earlier model: ±amplitude around the
+        motion-free position, no repeat at it).
+    chest_wall_fraction : (lo, hi) range of the chest wall's share of the heart's displacement
+        (drawn per slice; the heart and liver follow the diaphragm fully).
+    repeat_counter : ISMRMRD counter that numbers the repeats: "average" (Siemens-style LGE)
+        or "repetition" (the layout of Gadgetron's generic Cartesian chains).
     snr : PD blood SNR of one fully sampled repeat (see the module docstring).
     seed : random seed; the same parameters and seed give bit-identical output.
     fov_mm : (readout, phase) reconstructed field of view, mm.
@@ -111,6 +122,9 @@ class LgeParams:
     heart_rate_bpm: float = 60.0
     ti_ms: float = 300.0
     resp_amplitude_mm: float = 4.0
+    breathing: str = "end_expiration"
+    chest_wall_fraction: tuple[float, float] = (0.2, 0.5)
+    repeat_counter: str = "average"
     snr: float = 25.0
     seed: int = 0
     fov_mm: tuple[float, float] = (360.0, 270.0)
@@ -154,6 +168,13 @@ class LgeParams:
             raise bad("ti_ms", "must be 50..900")
         if not 0 <= self.resp_amplitude_mm <= 30:
             raise bad("resp_amplitude_mm", "must be 0..30")
+        if self.breathing not in BREATHING_MODELS:
+            raise bad("breathing", f"must be one of {', '.join(BREATHING_MODELS)}")
+        lo, hi = self.chest_wall_fraction
+        if not 0 <= lo <= hi <= 1:
+            raise bad("chest_wall_fraction", "must be (lo, hi) with 0 <= lo <= hi <= 1")
+        if self.repeat_counter not in ("average", "repetition"):
+            raise bad("repeat_counter", "must be 'average' or 'repetition'")
         if not self.snr > 0:
             raise bad("snr", "must be > 0")
         if self.noise_readouts < 1:
@@ -305,8 +326,10 @@ def make_header(p: LgeParams, sampling: Sampling, measurement_id: str | None = N
             kspace_encoding_step_0=lim(0, n_ro * os_ - 1, n_ro * os_ // 2),
             kspace_encoding_step_1=lim(min(sampling.shot + sampling.acs_shot), n_pe - 1, sampling.centre),
             kspace_encoding_step_2=lim(0, 0, 0),
-            average=lim(0, p.repeats - 1, 0), slice=lim(0, p.slices - 1, 0), contrast=lim(0, 0, 0),
-            phase=lim(0, 0, 0), repetition=lim(0, 0, 0), set=lim(0, 1, 0), segment=lim(0, 0, 0)),
+            average=lim(0, p.repeats - 1 if p.repeat_counter == "average" else 0, 0),
+            slice=lim(0, p.slices - 1, 0), contrast=lim(0, 0, 0), phase=lim(0, 0, 0),
+            repetition=lim(0, p.repeats - 1 if p.repeat_counter == "repetition" else 0, 0),
+            set=lim(0, 1, 0), segment=lim(0, 0, 0)),
         trajectory=xsd.trajectoryType.CARTESIAN,
         parallelImaging=xsd.parallelImagingType(
             accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=p.acceleration,
@@ -324,7 +347,7 @@ def make_header(p: LgeParams, sampling: Sampling, measurement_id: str | None = N
     up.userParameterDouble.append(xsd.userParameterDoubleType(name="snr_pd_blood", value=p.snr))
     up.userParameterLong.append(xsd.userParameterLongType(name="readout_oversampling", value=p.readout_oversampling))
     up.userParameterLong.append(xsd.userParameterLongType(name="seed", value=p.seed))
-    up.userParameterString.append(xsd.userParameterStringType(name="repeat_counter", value="average"))
+    up.userParameterString.append(xsd.userParameterStringType(name="repeat_counter", value=p.repeat_counter))
     up.userParameterString.append(xsd.userParameterStringType(name="set_meaning", value="0=IR,1=PD"))
     up.userParameterString.append(xsd.userParameterStringType(name="cmrecon_sim_params", value=p.to_json()))
     h.userParameters = up
@@ -366,12 +389,26 @@ def line_signals(sig_shot: np.ndarray, shot: tuple[int, ...], n_pe: int) -> np.n
 
 
 def _motion(rng: np.random.Generator, p: LgeParams, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Respiratory displacements (repeats, 2 sets, 2 axes (x=RO, y=PE)) in mm.
+    """Respiratory displacements of the heart (repeats, 2 sets, 2 axes (x=RO, y=PE)) in mm.
 
-    Mostly along one in-plane direction (within ±20° of the PE axis, fixed per slice):
-    amplitude ``resp·|N(1, 0.53)|`` with a random sign, ×2.5 for an occasional deep breath
-    (p = 0.08), plus ``N(0, 0.25·resp)`` across; the PD of each pair is displaced from its IR
-    by a further ``N(0, 0.1·resp)`` per axis.
+    Mostly along one in-plane direction (within ±20° of the PE axis, fixed per slice).
+
+    ``end_expiration`` (default): each IR heartbeat falls at a uniformly random phase ``u`` of
+    the breathing cycle, whose excursion from end-expiration is ``a·cos⁶(πu)`` (Lujan et al.
+    1999: the cos^2n model, n = 3, dwells at end-expiration): half of the heartbeats sit
+    within 20 % of ``a`` of it, a third within 10 %; with probability 0.08 a breath is
+    deeper, ``a·U(1.5, 2.5)``. The
+    end-expiratory position itself varies by ``N(0, 0.05·a)`` along the main direction and
+    ``N(0, 0.1·a)`` across it. The PD heartbeat (the next RR) is displaced from its IR by a
+    further ``N(0, 0.1·a)`` per axis.
+
+    ``two_sided`` (the earlier model): ``a·|N(1, 0.53)|`` with a random sign, ×2.5 for a deep
+    breath (p = 0.08), ``N(0, 0.25·a)`` across, PD ``N(0, 0.1·a)`` from its IR: no repeat at 0.
+
+    References
+    ----------
+    Lujan AE, Larsen EW, Balter JM, Ten Haken RK. A method for incorporating organ motion due
+    to breathing into 3D dose calculations. Med Phys 1999;26:715-720.
     """
     a = p.resp_amplitude_mm
     beta = np.deg2rad(90.0 + rng.normal(0.0, 20.0))
@@ -379,13 +416,39 @@ def _motion(rng: np.random.Generator, p: LgeParams, pixel_mm: tuple[float, float
     perp = np.array([-main[1], main[0]])
     out = np.zeros((p.repeats, 2, 2))
     for n in range(p.repeats):
-        mag = a * abs(rng.normal(1.0, 0.53)) * rng.choice([-1.0, 1.0])
-        if rng.uniform() < 0.08:
-            mag *= 2.5
-        d = mag * main + rng.normal(0.0, 0.25 * a) * perp
+        if p.breathing == "two_sided":
+            mag = a * abs(rng.normal(1.0, 0.53)) * rng.choice([-1.0, 1.0])
+            if rng.uniform() < 0.08:
+                mag *= 2.5
+            d = mag * main + rng.normal(0.0, 0.25 * a) * perp
+        else:
+            mag = a * np.cos(np.pi * rng.uniform()) ** 6
+            if rng.uniform() < 0.08:
+                mag = a * rng.uniform(1.5, 2.5)
+            d = (mag + rng.normal(0.0, 0.05 * a)) * main + rng.normal(0.0, 0.1 * a) * perp
         out[n, 0] = d
         out[n, 1] = d + rng.normal(0.0, 0.1 * a, 2)
     return out
+
+
+def key_repeat(displacements_mm: np.ndarray) -> int:
+    """The medoid repeat of the IR displacements: ``argmin_m median_n ||d_m − d_n||``.
+
+    The truth frame: the noise-free counterpart of the key frame a reconstruction picks from
+    its images (:func:`cmrecon.recon.moco.key_frame`, the same criterion on images).
+
+    Parameters
+    ----------
+    displacements_mm : (repeats, 2) float
+        IR heartbeat displacement of each repeat, mm.
+
+    Returns
+    -------
+    int
+    """
+    d = np.asarray(displacements_mm, dtype=np.float64)
+    dist = np.sqrt(((d[:, None, :] - d[None, :, :]) ** 2).sum(axis=-1))
+    return int(np.argmin(np.median(dist, axis=1)))
 
 
 def mix_coils(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -559,7 +622,8 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
     t_beat = np.ceil((t_now + 500.0) / rr) * rr            # first R wave after the noise scan
 
     truth_keys = ("labels", "ir", "pd", "coil_maps", "background_phase", "psir_ratio",
-                  "psir_target", "heart_mask", "body_mask", "motion_mm", "snr_scale")
+                  "psir_target", "heart_mask", "body_mask", "motion_mm", "snr_scale", "key_repeat",
+                  "chest_wall_fraction")
     per_slice: dict[str, list] = {k: [] for k in truth_keys}
     x_os, y_os = ph.pixel_coordinates((n_ro_os, n_pe), fov_os)
     acs_set = set(smp.acs)
@@ -590,9 +654,21 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
         rss_w = np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0))
         maps_w = (sens_w / np.maximum(rss_w, 1e-12)).astype(np.complex64)
         motion = _motion(rng, p, pixel_mm)
+        wall = float(rng.uniform(*p.chest_wall_fraction))
+        key = key_repeat(motion[:, 0])
 
-        # noise-free, motion-free truth at unit scale, then scale to the requested SNR
-        obj0 = _class_fractions(lfrac0) * pd_t[:, None, None].astype(np.float32)
+        def fractions_at(shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+            """Labels and partial-volume fractions with the heart displaced by ``shift`` mm."""
+            if shift is None or not np.any(shift):
+                return labels0, lfrac0
+            return ph.rasterize(an, p.matrix, p.fov_mm, shift_mm=tuple(shift),
+                                outer_shift_mm=tuple(wall * shift))
+
+        # noise-free truth in the key repeat's frame (the frame every chain outputs in) at unit
+        # scale, then scaled to the requested SNR
+        labels_k, lfrac_k = fractions_at(motion[key, 0])
+        body_k = ph.body_mask(labels_k)
+        obj0 = _class_fractions(lfrac_k) * pd_t[:, None, None].astype(np.float32)
         all_lines = np.arange(n_pe)
 
         def combined(ksp: np.ndarray) -> np.ndarray:
@@ -601,40 +677,38 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
 
         ir0 = combined(_kspace_lines(obj0, sens_phase, w_ir_full, all_lines, n_ro_os))
         pd0 = combined(_kspace_lines(obj0, sens_phase, w_pd_full, all_lines, n_ro_os))
-        pure = lfrac0[ph.LV_BLOOD] > 0.999
+        pure = lfrac_k[ph.LV_BLOOD] > 0.999
         if not pure.any():
-            pure = labels0 == ph.LV_BLOOD
+            pure = labels_k == ph.LV_BLOOD
         scale = p.snr / float(np.mean(np.abs(pd0[pure])))
         ir_truth = (ir0 * scale).astype(np.complex64)
         pd_truth = (pd0 * scale).astype(np.complex64)
-        cf0 = _class_fractions(lfrac0) * pd_t[:, None, None]
+        cf0 = _class_fractions(lfrac_k) * pd_t[:, None, None]
         num = np.tensordot(s_ir_shot[:, ci], cf0, axes=1)
         den = np.tensordot(s_pd_shot[:, ci], cf0, axes=1)
-        ratio = np.where(body & (den > 1e-6), num / np.where(den > 1e-6, den, 1.0), 0.0)
+        ratio = np.where(body_k & (den > 1e-6), num / np.where(den > 1e-6, den, 1.0), 0.0)
         root_k = np.float32(np.sqrt(k_moco))
         target = psirnet_head(ir_truth * root_k, pd_truth * root_k)
-        per_slice["labels"].append(labels0)
+        per_slice["labels"].append(labels_k)
         per_slice["ir"].append(ir_truth)
         per_slice["pd"].append(pd_truth)
         per_slice["coil_maps"].append(_centre_crop(maps_w, n_ro))
         per_slice["background_phase"].append(_centre_crop(phi, n_ro))
         per_slice["psir_ratio"].append(ratio.astype(np.float32))
         per_slice["psir_target"].append(np.asarray(target, np.float32))
-        per_slice["heart_mask"].append(ph.heart_mask(labels0, pixel_mm))
-        per_slice["body_mask"].append(body)
+        per_slice["heart_mask"].append(ph.heart_mask(labels_k, pixel_mm))
+        per_slice["body_mask"].append(body_k)
         per_slice["motion_mm"].append(motion.astype(np.float32))
+        per_slice["key_repeat"].append(key)
+        per_slice["chest_wall_fraction"].append(wall)
         per_slice["snr_scale"].append(scale)
 
         def beat(lines: np.ndarray, weights: np.ndarray, shift: np.ndarray | None, set_: int,
                  avg: int, acs_only: bool) -> None:
             """Append one heartbeat's readouts (noise-free signal + noise) to ``items``."""
             nonlocal t_beat, last_item
-            if shift is None or not np.any(shift):
-                obj = obj0
-            else:
-                _, lf = ph.rasterize(an, p.matrix, p.fov_mm, shift_mm=tuple(shift),
-                                     outer_shift_mm=tuple(0.2 * shift))
-                obj = _class_fractions(lf) * pd_t[:, None, None].astype(np.float32)
+            _, lf = fractions_at(shift)
+            obj = _class_fractions(lf) * pd_t[:, None, None].astype(np.float32)
             ksp = _kspace_lines(obj, sens_phase, weights, lines, n_ro_os) * np.complex64(scale)
             if p.add_noise:
                 z = (rng.standard_normal(ksp.shape) + 1j * rng.standard_normal(ksp.shape)) / np.sqrt(2)
@@ -645,7 +719,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
                 acq = new_acq(ksp[:, :, k], t_beat + phys, phys)
                 acq.idx.kspace_encode_step_1 = int(line)
                 acq.idx.set = set_
-                acq.idx.average = avg
+                setattr(acq.idx, p.repeat_counter, avg)
                 acq.idx.slice = s
                 if acs_only or (line in acs_set and line not in img_set):
                     acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
