@@ -77,6 +77,8 @@ class BreathingSet:
     Attributes
     ----------
     ir, pd : (n, y, x) complex128, scaled so that mean |PD| in LV blood = 1 at displacement 0.
+    pd_at_ir : (n, y, x) complex128, the PD rendered at its repeat's IR position (the PD that
+        PSIR wants: aligned with the IR).
     d_ir, d_pd : (n, 2) float, heart displacement (dy, dx) in pixels of each repeat's IR / PD.
     deep : int, index of the deep (2×) breath with through-plane motion.
     heart : list of (y, x) bool heart masks (10 mm margin) at each repeat's IR position.
@@ -85,6 +87,7 @@ class BreathingSet:
 
     ir: np.ndarray
     pd: np.ndarray
+    pd_at_ir: np.ndarray
     d_ir: np.ndarray
     d_pd: np.ndarray
     deep: int
@@ -97,8 +100,8 @@ def breathing_set(seed: int, n: int = 8, shape_ro_pe=(112, 84), pixel_mm: float 
     """One synthetic free-breathing set: one-sided breathing, a deep breath, slower chest wall.
 
     Heart displacement ``d = A·cos⁴(πu)``, ``u ~ U(0, 1)``, ``A ~ U(amp_mm)`` along a direction
-    within ±20° of the phase-encoding axis; the PD (one heartbeat later) at ``u + 0.025``
-    (≤ 0.1·A extra); the body wall moves a fraction ``f ~ U(0.2, 0.5)`` as much; one repeat
+    within ±20° of the phase-encoding axis; the PD (one heartbeat later) displaced from its IR
+    by a further ``N(0, 0.1·A)`` per axis (as ``cmrecon.sim.lge``); the body wall moves a fraction ``f ~ U(0.2, 0.5)`` as much; one repeat
     (the deep breath) at ``2A`` whose LV is also 1.5 mm smaller (through-plane motion).
     """
     rng = np.random.default_rng(seed)
@@ -111,29 +114,30 @@ def breathing_set(seed: int, n: int = 8, shape_ro_pe=(112, 84), pixel_mm: float 
     u = rng.uniform(0, 1, n)
     deep = int(rng.integers(0, n))
     d = amp * np.cos(np.pi * u) ** 4
-    d_pd = amp * np.cos(np.pi * (u + 0.025)) ** 4
-    d[deep] = d_pd[deep] = 2 * amp
+    d[deep] = 2 * amp
     direction = np.array([np.sin(ang), np.cos(ang)])      # (x = RO, y = PE) mm
+    s_ir = d[:, None] * direction[None]                    # (n, 2) mm, (x, y)
+    s_pd = s_ir + rng.normal(0.0, 0.1 * amp, (n, 2))
     # smooth receiver phase, fixed in the scanner frame, common to IR and PD
     yy, xx = np.meshgrid(np.linspace(-1, 1, shape_ro_pe[1]), np.linspace(-1, 1, shape_ro_pe[0]),
                          indexing="ij")
     c = rng.normal(0, 1, 4)
     phase = np.exp(1j * (c[0] * np.pi + 0.8 * c[1] * yy + 0.8 * c[2] * xx + 0.4 * c[3] * xx * yy))
-    ir, pd, heart, body = [], [], [], []
+    ir, pd, pd_at_ir, heart, body = [], [], [], [], []
     for k in range(n):
         a = an if k != deep else dataclasses.replace(an, lv_endo=an.lv_endo.grown(-1.5))
-        s_ir, s_pd = d[k] * direction, d_pd[k] * direction
-        ir.append(render(a, ir_v, shape_ro_pe, fov, s_ir, wall * s_ir) * phase)
-        pd.append(render(a, pd_v, shape_ro_pe, fov, s_pd, wall * s_pd) * phase)
-        lab, _ = ph.rasterize(a, shape_ro_pe, fov, tuple(s_ir), tuple(wall * s_ir), supersample=1)
+        ir.append(render(a, ir_v, shape_ro_pe, fov, s_ir[k], wall * s_ir[k]) * phase)
+        pd.append(render(a, pd_v, shape_ro_pe, fov, s_pd[k], wall * s_pd[k]) * phase)
+        pd_at_ir.append(render(a, pd_v, shape_ro_pe, fov, s_ir[k], wall * s_ir[k]) * phase)
+        lab, _ = ph.rasterize(a, shape_ro_pe, fov, tuple(s_ir[k]), tuple(wall * s_ir[k]),
+                              supersample=1)
         heart.append(ph.heart_mask(lab, (pixel_mm, pixel_mm)).T.copy())
         body.append(ph.body_mask(lab).T.copy())
     lab0, _ = ph.rasterize(an, shape_ro_pe, fov, (0.0, 0.0), supersample=1)
     pd0 = np.abs(render(an, pd_v, shape_ro_pe, fov, (0.0, 0.0), (0.0, 0.0)))
     scale = 1.0 / pd0[lab0.T == ph.LV_BLOOD].mean()
-    px = np.stack([direction[1], direction[0]]) / pixel_mm   # mm along (x, y) -> px (dy, dx)
-    return BreathingSet(np.array(ir) * scale, np.array(pd) * scale, d[:, None] * px[None],
-                        d_pd[:, None] * px[None], deep, heart, body)
+    return BreathingSet(np.array(ir) * scale, np.array(pd) * scale, np.array(pd_at_ir) * scale,
+                        s_ir[:, ::-1] / pixel_mm, s_pd[:, ::-1] / pixel_mm, deep, heart, body)
 
 
 def noisy(bs: BreathingSet, snr: float, rng: np.random.Generator):

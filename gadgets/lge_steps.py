@@ -17,7 +17,7 @@ Griswold MA et al. MRM 2002;47:1202 (GRAPPA). Inati SJ et al. ISMRM 2014; Walsh 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import ismrmrd
 import numpy as np
@@ -43,11 +43,13 @@ _SKIP_FLAGS = (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, ismrmrd.ACQ_IS_NAVIGATION_DATA,
 class BufferIrPdParams:
     """Parameters of ``buffer_ir_pd``."""
 
-    repeat_counter: str = field(default="average", metadata={
-        "doc": "encoding counter that numbers the IR/PD repeats",
-        "choices": ("average", "repetition")})
+    repeat_counter: str = field(default="auto", metadata={
+        "doc": "encoding counter that numbers the IR/PD repeats: auto = both average and "
+               "repetition (a repeat is a distinct (repetition, average) pair: Siemens-style LGE "
+               "counts in average, Gadgetron's generic Cartesian layout in repetition)",
+        "choices": ("auto", "average", "repetition")})
     expected_repeats: int = field(default=0, metadata={
-        "doc": "repeats per slice; 0 = from the header's encoding limits of repeat_counter "
+        "doc": "repeats per slice; 0 = from the header's encoding limits of the counter(s) "
                "(when the header has none, slices are released at the end of the stream)"})
 
 
@@ -58,11 +60,38 @@ def _limit_count(limits, name: str) -> int | None:
     return int(lim.maximum) - int(lim.minimum or 0) + 1
 
 
-def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> irpd.IrPdBuffer:
+#: multiplier of ``repetition`` in the combined repeat index when the header gives no average limit
+_COUNTER_SPAN = 1 << 16
+
+
+def repeat_indexer(counter: str, limits) -> tuple[Callable[[Any], int], int | None]:
+    """How a readout's repeat is numbered, and how many repeats the header declares.
+
+    ``auto``: ``repetition · n_average + average`` (``n_average`` from the header's average
+    limit), so whichever counter the scanner used, each IR/PD pair gets its own index and the
+    count is ``n_average · n_repetition``; ``average``/``repetition``: that counter alone.
+
+    Returns
+    -------
+    (index_of, expected) : a function of ``acquisition.idx`` and the declared count (None when
+        the header does not declare it).
+    """
+    n_avg, n_rep = _limit_count(limits, "average"), _limit_count(limits, "repetition")
+    if counter == "average":
+        return (lambda idx: int(idx.average)), n_avg
+    if counter == "repetition":
+        return (lambda idx: int(idx.repetition)), n_rep
+    span = n_avg or _COUNTER_SPAN
+    expected = n_avg * n_rep if n_avg is not None and n_rep is not None else None
+    return (lambda idx: int(idx.repetition) * span + int(idx.average)), expected
+
+
+def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[irpd.IrPdBuffer, Callable[[Any], int]]:
     info = encoding_info(ctx.header)
     enc = ctx.header.encoding[0]
     limits = enc.encodingLimits
-    repeats = params.expected_repeats or _limit_count(limits, params.repeat_counter)
+    index_of, declared = repeat_indexer(params.repeat_counter, limits)
+    repeats = params.expected_repeats or declared
     if params.expected_repeats < 0:
         raise StepError(f"buffer_ir_pd expected_repeats = {params.expected_repeats} must be >= 0")
     if repeats is None:
@@ -72,9 +101,13 @@ def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> irpd.IrPdBuffer:
     pi = getattr(enc, "parallelImaging", None)
     if pi is not None and pi.accelerationFactor is not None and pi.accelerationFactor.kspace_encoding_step_1:
         accel = int(pi.accelerationFactor.kspace_encoding_step_1)
-    return irpd.IrPdBuffer(info.encoded_matrix[1], info.center_line, info.recon_matrix,
-                           info.recon_fov_mm, expected_repeats=repeats, acceleration=accel,
-                           num_sets=_limit_count(limits, "set"))
+    mode = getattr(pi, "calibrationMode", None) if pi is not None else None
+    mode = getattr(mode, "value", mode)
+    buf = irpd.IrPdBuffer(info.encoded_matrix[1], info.center_line, info.recon_matrix,
+                          info.recon_fov_mm, expected_repeats=repeats, acceleration=accel,
+                          num_sets=_limit_count(limits, "set"),
+                          calibration_mode=str(mode).lower() if mode else "embedded")
+    return buf, index_of
 
 
 @register("buffer_ir_pd", BufferIrPdParams, mrd_output=False)
@@ -94,13 +127,13 @@ def buffer_ir_pd(items: Iterator[Item], params: BufferIrPdParams, ctx: StepConte
         if any(item.is_flag_set(f) for f in _SKIP_FLAGS):
             continue
         if buf is None:
-            buf = _make_buffer(params, ctx)
+            buf, index_of = _make_buffer(params, ctx)
         idx = item.idx
         calib_only = item.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
         calib = calib_only or item.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
         readout = irpd.Readout(
             data=np.asarray(item.data), slice=int(idx.slice), set=int(idx.set),
-            repeat=int(getattr(idx, params.repeat_counter)), line=int(idx.kspace_encode_step_1),
+            repeat=index_of(idx), line=int(idx.kspace_encode_step_1),
             center_sample=int(item.center_sample), calibration=calib, imaging=not calib_only,
             last_in_slice=item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE), ref=item.getHead())
         for sl in buf.push(readout):

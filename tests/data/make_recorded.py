@@ -40,6 +40,19 @@ RECORDED_CASES: dict[str, LgeParams] = {
                            readout_oversampling=2, field_t=3.0, heart_rate_bpm=70.0,
                            ti_ms=320.0, resp_amplitude_mm=3.0, snr=20.0, seed=303,
                            noise_readouts=16),
+    # R = 3, calibration in its own heartbeats (ACS_IS_PARALLEL_CALIBRATION only), repeats
+    # counted in `repetition` (Gadgetron's generic Cartesian layout), three breathing repeats
+    "r3_separate_rep": LgeParams(slices=1, repeats=3, coils=8, matrix=(64, 48), acceleration=3,
+                                 acs_lines=16, acs_mode="separate", partial_fourier=1.0,
+                                 readout_oversampling=2, field_t=3.0, heart_rate_bpm=65.0,
+                                 ti_ms=300.0, resp_amplitude_mm=5.0, repeat_counter="repetition",
+                                 snr=25.0, seed=404, noise_readouts=16),
+    # R = 4 with 24 embedded ACS lines, 7/8 partial Fourier, repetition counter, two repeats
+    "r4_embedded_pf_rep": LgeParams(slices=1, repeats=2, coils=8, matrix=(64, 48), acceleration=4,
+                                    acs_lines=24, acs_mode="embedded", partial_fourier=7.0 / 8.0,
+                                    readout_oversampling=2, field_t=1.5, heart_rate_bpm=60.0,
+                                    ti_ms=300.0, resp_amplitude_mm=4.0, repeat_counter="repetition",
+                                    snr=30.0, seed=505, noise_readouts=16),
 }
 
 

@@ -137,3 +137,58 @@ def test_acs_block_and_acceleration_estimate():
     mask = np.zeros(KY, bool)
     mask[1::3] = True
     assert estimate_acceleration(mask) == 3
+
+
+def test_embedded_calibration_keeps_each_heartbeats_own_acs_rows():
+    """The chosen repeat's calibration rows are that heartbeat's, not the mean over repeats."""
+    acs = tuple(r for r in ACS if r % 2)  # off the R = 2 grid: calibration-only readouts
+    def shot(set_, rep):
+        out = _shot(0, set_, rep, list(range(0, KY, 2)), acs=ACS)  # on-grid ACS rows: both
+        for line in acs:  # calibration-only rows inside the same heartbeat
+            out.insert(0, Readout(data=np.full((COILS, KX), 1000 * set_ + 100 * rep + line, np.complex64),
+                                  slice=0, set=set_, repeat=rep, line=line, center_sample=KX // 2,
+                                  calibration=True, imaging=False))
+        return out
+    for mode, keeps in (("embedded", True), ("separate", False)):
+        buf = IrPdBuffer(KY, CENTRE, (KX, KY), (300.0, 300.0, 8.0), expected_repeats=2,
+                         acceleration=2, calibration_mode=mode)
+        got = []
+        for rep in range(2):
+            for set_ in (0, 1):
+                for r in shot(set_, rep):
+                    got += buf.push(r)
+        (sl,) = got
+        assert sl.calibration_mode == mode
+        if not keeps:
+            assert sl.acs_repeats is None
+            continue
+        assert sl.acs_repeats.shape == (2, 2, COILS, len(sl.acs_rows), KX)
+        for j, row in enumerate(sl.acs_rows):
+            for set_ in (0, 1):
+                for rep in range(2):
+                    expect = (1000 * set_ + 100 * rep + row) if row in acs else (100 * set_ + 10 * rep + row)
+                    assert sl.acs_repeats[set_, rep, 0, j, 0] == expect
+
+
+def test_repeat_counter_auto_numbers_average_and_repetition_layouts():
+    from types import SimpleNamespace as NS
+
+    from cmrecon_gadgets.lge_steps import repeat_indexer
+
+    def lim(n):
+        return NS(minimum=0, maximum=n - 1)
+    avg_layout = NS(average=lim(4), repetition=lim(1))
+    rep_layout = NS(average=lim(1), repetition=lim(4))
+    for limits in (avg_layout, rep_layout):
+        index_of, expected = repeat_indexer("auto", limits)
+        assert expected == 4
+        idxs = [NS(average=k, repetition=0) if limits is avg_layout else NS(average=0, repetition=k)
+                for k in range(4)]
+        assert [index_of(i) for i in idxs] == [0, 1, 2, 3]
+    # both counters in use: a repeat is a (repetition, average) pair
+    index_of, expected = repeat_indexer("auto", NS(average=lim(2), repetition=lim(3)))
+    assert expected == 6
+    assert sorted(index_of(NS(average=a, repetition=r)) for a in range(2) for r in range(3)) == list(range(6))
+    # forcing one counter: the other is ignored, and the header count is that counter's
+    index_of, expected = repeat_indexer("average", rep_layout)
+    assert expected == 1 and index_of(NS(average=0, repetition=3)) == 0

@@ -253,10 +253,11 @@ def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 0.5,
     min_matrix : int
         Smallest accepted RO and PE (:attr:`CachedModel.min_matrix`).
     use_acs : bool
-        Fill calibration-only rows (embedded ACS lines off the acceleration grid, which the
-        buffer keeps only as IR and PD means over repeats, ``acs_ir``/``acs``) into the input
-        and its mask. The shipped model was trained with those lines in its input, as in a
-        single shot with embedded ACS.
+        Fill the chosen repeat's own calibration-only rows (embedded ACS lines off the
+        acceleration grid, ``acs_repeats``) into the input and its mask, as in the single shot
+        the shipped model was trained on. Separate-shot calibration (own heartbeats, own
+        contrast and position) never enters the input: those rows are synthesised from the
+        chosen heartbeat by GRAPPA instead.
 
     Returns
     -------
@@ -306,16 +307,34 @@ def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 0.5,
     rows = np.asarray(sl.mask_pe, bool).copy()
     ir_k = np.where(rows[None, :, None], ir_all[k], 0).astype(np.complex64)  # (coils, ky, kx)
     pd_k = np.where(rows[None, :, None], pd_all[k], 0).astype(np.complex64)
-    if use_acs and sl.acs is not None and getattr(sl, "acs_ir", None) is not None:
-        # calibration-only rows (embedded ACS off the R grid) are not imaging rows of any
-        # repeat; the buffer keeps them averaged over repeats. The network was trained with the
-        # whole shot (ACS included) as its input, so fill them in from those averages.
+    own = getattr(sl, "acs_repeats", None)
+    if use_acs and own is not None and own.shape[-1] == kx:
+        # embedded ACS: the calibration-only rows (off the R grid) of the chosen heartbeats
+        # themselves (same contrast and position). The network was trained with the whole shot
+        # (ACS included) as its input. Separate-shot calibration (own heartbeats, own contrast
+        # and position) never enters the input: it only calibrates the coil maps.
         acs_rows = np.asarray(sl.acs_rows, int)
         extra = [j for j, r in enumerate(acs_rows) if 0 <= r < ky and not rows[r]]
-        if extra and sl.acs.shape[-1] == kx and sl.acs_ir.shape == sl.acs.shape:
-            ir_k[:, acs_rows[extra]] = sl.acs_ir[:, extra]
-            pd_k[:, acs_rows[extra]] = sl.acs[:, extra]
+        if extra:
+            ir_k[:, acs_rows[extra]] = own[0, k][:, extra]
+            pd_k[:, acs_rows[extra]] = own[1, k][:, extra]
             rows[acs_rows[extra]] = True
+    elif use_acs and sl.acs is not None and sl.acceleration > 1:
+        # separate-shot calibration: the heartbeat itself has no ACS rows. Synthesise the rows
+        # an embedded shot would carry from the heartbeat's own imaging rows (GRAPPA weights
+        # fitted on the calibration block), so the input has the layout the model knows.
+        from cmrecon.recon.grappa import grappa_fill, grappa_weights
+        acs_rows = np.asarray(sl.acs_rows, int)
+        extra = np.array([r for r in acs_rows if 0 <= r < ky and not rows[r]], int)
+        if extra.size and sl.acs.shape[-1] == kx:
+            try:
+                w = grappa_weights(sl.acs, int(sl.acceleration))
+            except ValueError as exc:
+                raise StepError(f"{where}: the calibration block cannot fit GRAPPA weights for "
+                                f"the model's input: {exc}") from exc
+            ir_k[:, extra] = grappa_fill(ir_k, rows, None, int(sl.acceleration), weights=w)[:, extra]
+            pd_k[:, extra] = grappa_fill(pd_k, rows, None, int(sl.acceleration), weights=w)[:, extra]
+            rows[extra] = True
     mask = np.broadcast_to(rows[None, None, :], (1, kx, ky)).copy()          # (1, RO, PE)
     to_model = lambda a: np.ascontiguousarray(np.swapaxes(a, -1, -2)).astype(np.complex64)  # noqa: E731
     ir = to_model(ir_k)

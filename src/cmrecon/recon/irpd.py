@@ -125,6 +125,14 @@ class IrPdSlice:
         signal does not null any tissue).
     acs_rows : (ay,) int
         k-space rows of the ACS block.
+    acs_repeats : (2, repeats, coils, ay, kx) complex64 or None
+        Embedded calibration only: each heartbeat's own calibration rows ``acs_rows`` (set 0 IR,
+        set 1 PD; the same motion state and contrast as that repeat's imaging rows). None for
+        separate-shot calibration, or when some heartbeat lacks some of those rows.
+    calibration_mode : str
+        The header's ``parallelImaging.calibrationMode`` (``embedded``, ``separate``,
+        ``interleaved``, ``other``): with ``separate`` the ACS rows come from their own
+        heartbeats (own contrast and position) and are only fit for calibration.
     acceleration : int
         PE acceleration R (from the header, else from the imaging-row spacing).
     center_line : int
@@ -171,6 +179,8 @@ class IrPdSlice:
     recon_matrix: tuple[int, int]
     fov_mm: tuple[float, float, float]
     refs: tuple[tuple[Any, Any], ...]
+    acs_repeats: np.ndarray | None = None
+    calibration_mode: str = "embedded"
     maps: np.ndarray | None = None
     maps_method: str = ""
     ir: np.ndarray | None = None
@@ -201,6 +211,7 @@ class _OpenSlice:
         self.acs_count = np.zeros((2, ky), np.int32)
         self.closed: set[tuple[int, int]] = set()                # (set, repeat) with LAST_IN_SLICE
         self.refs: dict[tuple[int, int], tuple[int, Any]] = {}   # (set, repeat) -> (|Δline|, ref)
+        self.calib: dict[tuple[int, int], dict[int, np.ndarray]] = {}  # (set, repeat) -> {row: (c, kx)}
 
 
 class IrPdBuffer:
@@ -226,6 +237,9 @@ class IrPdBuffer:
         R from the header; None to estimate it from the imaging rows.
     num_sets : int or None
         Number of sets the header declares; anything but 2 is an error.
+    calibration_mode : str
+        The header's calibration mode; ``embedded`` keeps each heartbeat's own calibration
+        rows (:attr:`IrPdSlice.acs_repeats`).
 
     Raises
     ------
@@ -235,7 +249,8 @@ class IrPdBuffer:
 
     def __init__(self, matrix_ky: int, center_line: int, recon_matrix: tuple[int, int],
                  fov_mm: tuple[float, float, float], expected_repeats: int | None = None,
-                 acceleration: int | None = None, num_sets: int | None = 2) -> None:
+                 acceleration: int | None = None, num_sets: int | None = 2,
+                 calibration_mode: str = "embedded") -> None:
         if num_sets is not None and num_sets != 2:
             raise StepError(f"the IR/PD chains need exactly two sets (0 = IR, 1 = PD); the "
                             f"header's encoding limits declare {num_sets}")
@@ -251,6 +266,7 @@ class IrPdBuffer:
         self.fov_mm = tuple(float(v) for v in fov_mm)
         self.expected_repeats = expected_repeats
         self.acceleration = acceleration
+        self.calibration_mode = calibration_mode
         self._open: dict[int, _OpenSlice] = {}
         self._released: set[int] = set()
         self._coils: int | None = None
@@ -319,6 +335,8 @@ class IrPdBuffer:
         if r.calibration:
             sl.acs_sum[r.set, :, row] += data
             sl.acs_count[r.set, row] += 1
+            if self.calibration_mode == "embedded":
+                sl.calib.setdefault(key, {})[row] = data
         if r.last_in_slice and r.imaging:
             sl.closed.add(key)
             if self.expected_repeats is not None and len(sl.closed) == 2 * self.expected_repeats:
@@ -373,10 +391,17 @@ class IrPdBuffer:
         calib[np.flatnonzero(sl.acs_count.sum(axis=0))] = True
         R = self.acceleration or estimate_acceleration(mask & ~calib if (mask & ~calib).any() else mask)
         refs = tuple((sl.refs[(IR_SET, rep)][1], sl.refs[(PD_SET, rep)][1]) for rep in reps)
+        own = None
+        if self.calibration_mode == "embedded" and rows_pd.size and all(
+                int(r) in sl.calib.get((s, rep), {}) for s in (IR_SET, PD_SET) for rep in reps
+                for r in rows_pd):
+            own = np.stack([np.stack([np.stack([sl.calib[(s, rep)][int(r)] for r in rows_pd], axis=1)
+                                      for rep in reps]) for s in (IR_SET, PD_SET)]).astype(np.complex64)
         return IrPdSlice(slice=index, repeats=reps, ir_kspace=ir, pd_kspace=pd, mask_pe=mask,
                          acs=acs_pd, acs_ir=acs_ir, acs_rows=rows_pd, acceleration=int(R),
                          center_line=self.center_line, recon_matrix=self.recon_matrix,
-                         fov_mm=self.fov_mm, refs=refs, used=tuple(range(len(reps))))
+                         fov_mm=self.fov_mm, refs=refs, acs_repeats=own,
+                         calibration_mode=self.calibration_mode, used=tuple(range(len(reps))))
 
 
 def acs_block(acs_sum: np.ndarray, counts: np.ndarray, rows: np.ndarray | None = None
