@@ -53,7 +53,7 @@ def tissue_values(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render(an: ph.Anatomy, values: np.ndarray, shape: tuple[int, int], fov_mm: tuple[float, float],
-           shift_mm, outer_mm, oversample: int = 2) -> np.ndarray:
+           shift_mm, outer_mm, oversample: int = 6) -> np.ndarray:
     """Band-limited noise-free image ``(PE, RO)`` of one position (k-space cropped as in MRI).
 
     The phantom is rasterised with partial volume on an ``oversample``× finer grid, Fourier

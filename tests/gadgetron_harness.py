@@ -57,7 +57,8 @@ def check_header_version(header: bytes) -> None:
                                f"(header {v}, library {schema_version()})")
 
 
-def spawn_external(target: str, stderr=None) -> tuple[subprocess.Popen, socket.socket, float]:
+def spawn_external(target: str, stderr=None, module: str = "cmrecon_gadgets"
+                   ) -> tuple[subprocess.Popen, socket.socket, float]:
     """Listen on a free port and start the external as Gadgetron does; return (child, listener, t0).
 
     ``stderr``: a file for the child's log (a pipe nobody reads could block a chatty child).
@@ -67,7 +68,7 @@ def spawn_external(target: str, stderr=None) -> tuple[subprocess.Popen, socket.s
     listener.listen(1)
     port = listener.getsockname()[1]
     t0 = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "gadgetron", str(port), "cmrecon_gadgets", target],
+    child = subprocess.Popen([sys.executable, "-m", "gadgetron", str(port), module, target],
                              stderr=stderr if stderr is not None else subprocess.DEVNULL)
     return child, listener, t0
 
@@ -85,7 +86,8 @@ def _frames(config_xml: str, header: bytes, items, close: bool = True) -> bytes:
 
 
 def play_gadgetron(target: str, config_xml: str, header: bytes, items,
-                   deadline_s: float = CLIENT_DEFAULT_TIMEOUT_S, timeout_s: float = 120.0) -> Played:
+                   deadline_s: float = CLIENT_DEFAULT_TIMEOUT_S, timeout_s: float = 120.0,
+                   module: str = "cmrecon_gadgets") -> Played:
     """Spawn the external the way Gadgetron does and run one session through it.
 
     Raises
@@ -98,7 +100,7 @@ def play_gadgetron(target: str, config_xml: str, header: bytes, items,
     """
     check_header_version(header)
     log = tempfile.TemporaryFile()
-    child, listener, t0 = spawn_external(target, stderr=log)
+    child, listener, t0 = spawn_external(target, stderr=log, module=module)
     out = Played()
     try:
         listener.settimeout(timeout_s)

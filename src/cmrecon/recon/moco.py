@@ -37,9 +37,10 @@ from scipy.ndimage import gaussian_filter, map_coordinates, spline_filter
 
 from cmrecon.errors import StepError
 
-__all__ = ["MocoResult", "RigidTransform", "roi_window", "estimate_translation", "register_rigid",
-           "register_demons", "fourier_shift", "warp", "select_key_frame", "key_frame", "moco_average",
-           "plain_average"]
+__all__ = ["MocoResult", "RigidTransform", "roi_window", "estimate_translation",
+           "register_translation", "robust_weight", "register_rigid", "register_demons",
+           "register_repeat", "fourier_shift", "warp", "select_key_frame", "key_frame",
+           "excess_residual", "select_repeats", "moco_average", "plain_average"]
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,7 @@ def register_rigid(moving: np.ndarray, fixed: np.ndarray, rotation: bool = True,
 
 def register_demons(moving: np.ndarray, fixed: np.ndarray, iterations: int = 60,
                     sigma_fluid: float = 1.0, sigma_diffusion: float = 2.0,
-                    max_step_px: float = 0.5) -> np.ndarray:
+                    max_step_px: float = 0.5, smooth_px: float = 0.0) -> np.ndarray:
     """Non-rigid registration by symmetric-force demons with Gaussian regularisation.
 
     Parameters
@@ -401,6 +402,9 @@ def register_demons(moving: np.ndarray, fixed: np.ndarray, iterations: int = 60,
         Gaussian σ (px) applied to the accumulated field (diffusion-like regularisation).
     max_step_px : float
         Largest update per iteration, pixels.
+    smooth_px : float
+        Gaussian σ (px) applied to both images before registering (noise suppression of the
+        demons force; 0 = none).
 
     Returns
     -------
@@ -413,6 +417,9 @@ def register_demons(moving: np.ndarray, fixed: np.ndarray, iterations: int = 60,
     """
     moving = np.asarray(moving, dtype=np.float64)
     fixed = np.asarray(fixed, dtype=np.float64)
+    if smooth_px > 0:
+        moving = gaussian_filter(moving, smooth_px)
+        fixed = gaussian_filter(fixed, smooth_px)
     scale = max(float(np.percentile(fixed, 99)), 1e-12)
     m = moving / scale
     f = fixed / scale
@@ -570,17 +577,24 @@ class MocoResult:
     key_index : int
         Key frame.
     shifts : (n, 2) float
-        Translation ``(dy, dx)`` px that maps each repeat onto the key frame (rigid part).
+        Translation ``(dy, dx)`` px that maps each repeat's IR onto the key frame (rigid part).
     angles_rad : (n,) float
-        Rotation of each repeat's transform.
+        Rotation of each repeat's IR transform (0 unless significant, see ``min_rotation_px``).
     similarity : (n,) float
-        Weighted correlation of each registered repeat with the key frame.
+        Weighted correlation of each registered IR magnitude with the key frame's.
     kept : (K,) int
         Averaged repeats.
     recentre_shift : (2,) float
         Shift ``(dy, dx)`` px applied to the average (``reference="mean"``).
     pd_shift : (2,) float
         Shift applied to the averaged PD to align it with the averaged IR.
+    pd_shifts : (n, 2) float
+        Translation applied to each repeat's PD (its own registration to the key PD with
+        ``pd_registration="pd"``, else equal to ``shifts``).
+    residual : (n,) float
+        Post-registration excess residual of each repeat in the window, in units of the noise
+        variance per pixel (0 for the key frame and for noise-only differences), see
+        :func:`excess_residual`.
     """
 
     ir: np.ndarray
@@ -592,6 +606,8 @@ class MocoResult:
     kept: np.ndarray
     recentre_shift: np.ndarray
     pd_shift: np.ndarray
+    pd_shifts: np.ndarray | None = None
+    residual: np.ndarray | None = None
 
 
 def _wcorr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
@@ -607,49 +623,187 @@ def _grad_mag(x: np.ndarray) -> np.ndarray:
     return np.hypot(gy, gx)
 
 
+def register_repeat(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarray,
+                    transform: str = "rigid", robust_iterations: int = 2,
+                    min_rotation_px: float = 0.25) -> RigidTransform:
+    """Rigid part of one repeat's registration to the key frame, on magnitudes.
+
+    Translation by weighted SSD with exact Fourier shifts and robust re-weighting
+    (:func:`register_translation`); for ``rigid``/``nonrigid`` a rotation is then estimated
+    (:func:`register_rigid`, same robust weights) but kept only when it moves some point of
+    the window by at least ``min_rotation_px`` — otherwise the cubic-spline resampling a
+    rotation needs would blur the image (and smooth the noise) for no gain.
+
+    Parameters
+    ----------
+    moving, fixed : (y, x) float
+        Magnitudes of the repeat and of the key frame.
+    weight : (y, x) float
+        Region weight in the key frame (:func:`roi_window`).
+    transform : {"translation", "rigid", "nonrigid"}
+    robust_iterations : int
+    min_rotation_px : float
+        Smallest rotation-induced displacement (px, at the window's edge) worth resampling for.
+
+    Returns
+    -------
+    RigidTransform
+    """
+    moving = np.asarray(moving, np.float64)
+    fixed = np.asarray(fixed, np.float64)
+    t = RigidTransform(register_translation(moving, fixed, weight,
+                                            robust_iterations=robust_iterations), 0.0)
+    if transform == "translation":
+        return t
+    resid = fourier_shift(moving, t.shift).astype(np.float64) - fixed
+    rw = robust_weight(resid, weight) if robust_iterations else weight
+    r = register_rigid(moving, fixed, rotation=True, init=t, weight=rw)
+    ny, nx = moving.shape
+    sel = np.argwhere(weight > 0.1 * weight.max())
+    radius = float(np.max(np.hypot(sel[:, 0] - ny // 2, sel[:, 1] - nx // 2))) if len(sel) else 0.0
+    return r if abs(r.angle_rad) * radius >= min_rotation_px else t
+
+
+def excess_residual(warped: np.ndarray, key: np.ndarray, weight: np.ndarray,
+                    noise_sigma: float = 1.0) -> float:
+    """Weighted mean ``|W(x_k) − x_key|²`` beyond the noise floor, in units of σ².
+
+    Two independent complex images with noise σ each differ by noise of variance ``2σ²``;
+    ``e = Σ w|W(x_k) − x_key|² / (2σ²Σw) − 1`` is then the mismatch energy (through-plane
+    motion, misregistration, structures that moved differently, phase change) per pixel
+    relative to the noise, ≈ 0 ± √(2/N_eff)·… for a perfectly registered repeat.
+
+    Parameters
+    ----------
+    warped, key : (y, x) complex
+        Registered repeat and key frame, SNR units.
+    weight : (y, x) float
+    noise_sigma : float
+        Noise σ per pixel (1 in SNR units).
+
+    Returns
+    -------
+    float
+    """
+    d2 = np.abs(np.asarray(warped) - np.asarray(key)) ** 2
+    return float((weight * d2).sum() / (2 * noise_sigma ** 2 * weight.sum()) - 1.0)
+
+
+def select_repeats(residual: np.ndarray, key: int, max_keep: int, reject_mad: float | None = 3.0
+                   ) -> np.ndarray:
+    """Repeats to average: robust outlier rejection, then the size that minimises the MSE.
+
+    1. outliers: excess residual ``e_k > median + reject_mad·1.4826·MAD`` of the non-key
+       repeats (and ``e_k > 0.25``, a mismatch of at least a quarter of the noise variance);
+    2. the rest sorted by ``e_k``; the average of the key and the first ``K − 1`` has
+       predicted relative MSE ``1/K + (Σ_k √e_k / K)²`` (noise, plus the repeats' mismatches
+       added coherently, the conservative case), minimised over ``K ≤ max_keep``.
+
+    Parameters
+    ----------
+    residual : (n,) float
+        :func:`excess_residual` of each repeat (the key's ignored).
+    key : int
+    max_keep : int
+        Upper bound on the number averaged (≥ 1).
+    reject_mad : float, optional
+        Outlier threshold in robust standard deviations; None disables step 1.
+
+    Returns
+    -------
+    (K,) int, sorted, always containing ``key``.
+    """
+    e = np.clip(np.asarray(residual, np.float64), 0.0, None)
+    others = np.array([k for k in range(len(e)) if k != key], dtype=int)
+    if len(others) and reject_mad is not None:
+        med = np.median(e[others])
+        mad = 1.4826 * np.median(np.abs(e[others] - med))
+        others = others[(e[others] <= med + reject_mad * mad) | (e[others] <= 0.25)]
+    others = others[np.argsort(e[others], kind="stable")]
+    m = np.concatenate([[0.0], np.cumsum(np.sqrt(e[others]))])
+    sizes = np.arange(1, len(others) + 2)
+    mse = 1.0 / sizes + (m / sizes) ** 2
+    k_best = int(np.argmin(mse[:max(1, max_keep)])) + 1
+    return np.sort(np.concatenate([[key], others[:k_best - 1]])).astype(int)
+
+
+def _pd_to_ir_shift(ir_avg: np.ndarray, pd_avg: np.ndarray, weight: np.ndarray,
+                    max_shift_px: float) -> np.ndarray:
+    """Translation aligning the averaged PD with the averaged IR (different contrast).
+
+    Weighted SSD (weight on the IR, :func:`register_translation`) between gradient-magnitude
+    images each normalised to unit weighted RMS; rejected (zero) beyond ``max_shift_px`` or
+    when it does not raise their weighted correlation.
+    """
+    gi = _grad_mag(gaussian_filter(np.abs(ir_avg).astype(np.float64), 0.7))
+    gp = _grad_mag(gaussian_filter(np.abs(pd_avg).astype(np.float64), 0.7))
+    gi = gi / max(np.sqrt((weight * gi * gi).sum() / weight.sum()), 1e-12)
+    gp = gp / max(np.sqrt((weight * gp * gp).sum() / weight.sum()), 1e-12)
+    d = np.array(register_translation(gp, gi, weight, robust_iterations=0))
+    if not np.hypot(*d) <= max_shift_px:
+        return np.zeros(2)
+    if _wcorr(fourier_shift(gp, tuple(d)), gi, weight) <= _wcorr(gp, gi, weight):
+        return np.zeros(2)
+    return d
+
+
 def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
-                     keep_fraction: float = 0.5, roi_fraction: float = DEFAULT_ROI_FRACTION,
-                     reference: str = "key", register_pd_to_ir: bool = True,
-                     max_pd_shift_px: float = 5.0, upsample: int = 20,
-                     demons_iterations: int = 60) -> MocoResult:
+                 keep_fraction: float = 1.0, roi_fraction: float = DEFAULT_ROI_FRACTION,
+                 reference: str = "key", register_pd_to_ir: bool = True,
+                 max_pd_shift_px: float = 5.0, upsample: int = 20,
+                 demons_iterations: int = 60, robust_iterations: int = 2,
+                 min_rotation_px: float = 0.25, reject_mad: float | None = 3.0,
+                 pd_registration: str = "pd", noise_sigma: float = 1.0) -> MocoResult:
     """Motion-corrected average of IR/PD repeats, registered on a central (heart) region.
 
     Kellman 2005 MOCO from this module's building blocks:
 
-    1. weight every IR magnitude with :func:`roi_window` (``roi_fraction``);
-    2. key frame ``argmin_m median_n ||w·(x_m − x_n)||`` (:func:`key_frame`);
-    3. translation by cross-correlation of the weighted magnitudes (``translation``), refined
-       with rotation by Gauss–Newton (``rigid``), then demons on the rigidly aligned magnitude
-       (``nonrigid``); each repeat's IR *and* PD get the same transform (:func:`warp`; pure
-       translations are exact Fourier shifts, so noise stays white with σ = 1);
-    4. keep the ``keep_fraction`` repeats best correlated with the key frame inside the window
-       (the key frame always);
+    1. key frame ``argmin_m median_n ||w·(|x_m| − |x_n|)||`` (:func:`key_frame`), ``w`` the
+       central Hann window (:func:`roi_window`, ``roi_fraction``);
+    2. each repeat's IR magnitude registered to the key IR (:func:`register_repeat`: weighted
+       SSD with ``w`` in the key frame only, exact Fourier shifts, robust re-weighting that
+       drops the chest wall; rotation only when significant); with ``pd_registration="pd"``
+       each PD likewise to the key PD (PD and IR of a repeat are a heartbeat apart and need
+       not share a position), with ``"ir"`` the PD takes its IR's transform;
+    3. ``nonrigid``: a demons field (Thirion 1998) on the smoothed PD magnitudes, after the
+       translation, resolves the body wall that moves less than the heart; it is applied to
+       IR and PD by cubic-spline resampling *after* the exact Fourier shift, so where the
+       field vanishes (the heart) no interpolation blur is added;
+    4. repeats chosen by post-registration residual (:func:`excess_residual`,
+       :func:`select_repeats`: robust ``median + reject_mad·MAD`` outlier rejection — deep
+       breaths, through-plane motion — then the count that minimises the predicted MSE), at
+       most ``ceil(keep_fraction·n)``; the key frame always;
     5. ``x̄ = (1/√K) Σ_k W_k(x_k)`` — noise σ stays 1, signal grows by √K;
     6. ``reference="key"`` (default) keeps the key frame's position, the clinical convention
        (Gadgetron's CMR MOCO, PSIRNet's targets); ``"mean"`` shifts the average to the mean
-       position of *all* repeats (−mean of their translations), a position no repeat need have;
-    7. optionally align the averaged PD to the averaged IR (translation on gradient-magnitude
-       images inside the window, accepted when it raises their weighted correlation and is at
-       most ``max_pd_shift_px``).
-
-    ``roi_fraction = 1`` and ``reference = "key"`` give plain whole-image MOCO. Whole-image
-    registration follows the chest wall,
-    which moves less than the heart with breathing: on simulated free-breathing data it leaves
-    the heart misregistered (docs/results.md).
+       position of *all* repeats (−mean of their translations);
+    7. optionally align the averaged PD to the averaged IR (:func:`_pd_to_ir_shift`,
+       translation on normalised gradient magnitudes, at most ``max_pd_shift_px``).
 
     Parameters
     ----------
     ir, pd : (n, y, x) complex64
-        Coil-combined repeats, SNR units.
+        Coil-combined repeats, SNR units (noise σ = ``noise_sigma``).
     transform : {"translation", "rigid", "nonrigid"}
     keep_fraction : float in (0, 1]
+        Upper bound on the fraction of repeats averaged (the residual-based selection decides).
     roi_fraction : float in (0, 1]
-    reference : {"mean", "key"}
+        Central fraction of each axis covered by the registration/selection window.
+    reference : {"key", "mean"}
     register_pd_to_ir : bool
     max_pd_shift_px : float
     upsample : int
-        Sub-pixel precision ``1/upsample`` px of the translation search.
+        Kept for compatibility; the weighted registration is not grid-limited.
     demons_iterations : int
+    robust_iterations : int
+        Robust re-weighting rounds of each translation estimate.
+    min_rotation_px : float
+        Rotations moving the window's edge by less than this many pixels are dropped.
+    reject_mad : float, optional
+        Outlier threshold (robust standard deviations of the residuals); None = no rejection.
+    pd_registration : {"pd", "ir"}
+    noise_sigma : float
+        Noise σ per pixel of the inputs.
 
     Returns
     -------
@@ -674,37 +828,37 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
         raise StepError(f"MOCO transform '{transform}' is unknown; known: translation, rigid, nonrigid")
     if reference not in ("mean", "key"):
         raise StepError(f"MOCO reference '{reference}' is unknown; known: mean, key")
+    if pd_registration not in ("pd", "ir"):
+        raise StepError(f"MOCO pd_registration '{pd_registration}' is unknown; known: pd, ir")
     if not 0 < keep_fraction <= 1:
         raise StepError(f"MOCO keep_fraction = {keep_fraction!r} must be in (0, 1]")
     n = len(ir)
     w = roi_window(ir.shape[1:], roi_fraction)
-    mags = np.abs(ir).astype(np.float64)
-    wm = mags * w[None]
     key = key_frame(ir, roi_fraction)
-    fixed = wm[key]
-    shifts = np.zeros((n, 2))
-    angles = np.zeros(n)
-    sim = np.zeros(n)
+    mi = np.abs(ir).astype(np.float64)
+    mp = np.abs(pd).astype(np.float64)
+    shifts, pd_shifts = np.zeros((n, 2)), np.zeros((n, 2))
+    angles, sim, resid = np.zeros(n), np.zeros(n), np.zeros(n)
     warped_ir, warped_pd = [], []
     sel = w > 0.1
     for k in range(n):
-        t, u = RigidTransform(), None
+        t_ir = t_pd = RigidTransform()
         if k != key:
-            t = RigidTransform(estimate_translation(wm[k], fixed, upsample), 0.0)
-            if transform in ("rigid", "nonrigid"):
-                t = register_rigid(wm[k], fixed, rotation=True, init=t)
-            if transform == "nonrigid":
-                u = register_demons(np.abs(warp(ir[k], t)) * w, fixed, iterations=demons_iterations)
-        shifts[k] = t.shift
-        angles[k] = t.angle_rad
-        wi = warp(ir[k], t, u)
+            t_ir = register_repeat(mi[k], mi[key], w, transform, robust_iterations, min_rotation_px)
+            t_pd = (register_repeat(mp[k], mp[key], w, transform, robust_iterations,
+                                    min_rotation_px) if pd_registration == "pd" else t_ir)
+        wi, wp = warp(ir[k], t_ir), warp(pd[k], t_pd)
+        if transform == "nonrigid" and k != key:
+            u = register_demons(np.abs(wp), mp[key], iterations=demons_iterations, smooth_px=1.0)
+            wi, wp = warp(wi, None, u), warp(wp, None, u)
+        shifts[k], pd_shifts[k], angles[k] = t_ir.shift, t_pd.shift, t_ir.angle_rad
         warped_ir.append(wi)
-        warped_pd.append(warp(pd[k], t, u))
-        sim[k] = _wcorr(np.abs(wi)[sel], fixed[sel], w[sel])
-    n_keep = max(1, int(np.ceil(keep_fraction * n)))
-    rank = sim.copy()
-    rank[key] = np.inf
-    kept = np.sort(np.argsort(-rank)[:n_keep])
+        warped_pd.append(wp)
+        sim[k] = _wcorr(np.abs(wi)[sel], mi[key][sel], w[sel])
+        if k != key:
+            resid[k] = 0.5 * (excess_residual(wi, ir[key], w, noise_sigma)
+                              + excess_residual(wp, pd[key], w, noise_sigma))
+    kept = select_repeats(resid, key, int(np.ceil(keep_fraction * n)), reject_mad)
     scale = 1.0 / np.sqrt(len(kept))
     ir_avg = (np.sum([warped_ir[k] for k in kept], axis=0) * scale).astype(np.complex64)
     pd_avg = (np.sum([warped_pd[k] for k in kept], axis=0) * scale).astype(np.complex64)
@@ -715,13 +869,9 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
         pd_avg = fourier_shift(pd_avg, tuple(recentre))
     pd_shift = np.zeros(2)
     if register_pd_to_ir:
-        gi = _grad_mag(np.abs(ir_avg)) * w
-        gp = _grad_mag(np.abs(pd_avg)) * w
-        d = np.array(estimate_translation(gp, gi, upsample))
-        if 1.0 / upsample < np.hypot(*d) <= max_pd_shift_px:
-            moved = fourier_shift(gp, tuple(d))
-            if _wcorr(moved, gi, np.ones_like(w)) > _wcorr(gp, gi, np.ones_like(w)):
-                pd_avg = fourier_shift(pd_avg, tuple(d))
-                pd_shift = d
+        pd_shift = _pd_to_ir_shift(ir_avg, pd_avg, w, max_pd_shift_px)
+        if np.any(pd_shift):
+            pd_avg = fourier_shift(pd_avg, tuple(pd_shift))
     return MocoResult(ir=ir_avg, pd=pd_avg, key_index=int(key), shifts=shifts, angles_rad=angles,
-                      similarity=sim, kept=kept, recentre_shift=recentre, pd_shift=pd_shift)
+                      similarity=sim, kept=kept, recentre_shift=recentre, pd_shift=pd_shift,
+                      pd_shifts=pd_shifts, residual=resid)
