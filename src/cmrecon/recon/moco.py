@@ -2,21 +2,26 @@
 
 Pipeline (PHYSICS.md §4), all on coil-combined complex images in SNR units:
 
-1. key frame: ``argmin_m median_n ||w·(x_m − x_n)||`` over the IR magnitudes, ``w`` a central
+1. key frame: ``argmin_m median_n ||w·(|x_m| − |x_n|)||`` over the IR magnitudes, ``w`` a central
    Hann window on the heart (:func:`roi_window`; uniform with ``roi_fraction = 1``);
-2. register each repeat's weighted IR magnitude to the key frame — ``translation`` (cross-correlation
-   with upsampled-DFT sub-pixel refinement, 1/``upsample`` px), ``rigid`` (plus Gauss–Newton
-   refinement of translation and rotation on cubic-spline-interpolated magnitudes) or
-   ``nonrigid`` (rigid, then diffusion-regularised demons);
-3. apply each repeat's transform to its complex IR *and* PD (translations by an exact Fourier
-   shift, which keeps white noise white with σ unchanged; rotations/deformations by cubic
-   spline interpolation of real and imaginary parts);
-4. keep the best ``keep_fraction`` of repeats by post-registration correlation with the key
-   frame;
+2. register each repeat's IR magnitude to the key IR, and its PD to the key PD
+   (:func:`register_repeat`): weighted SSD with the window in the *key frame only* (a window
+   multiplied onto both images biases the shift toward zero), exact Fourier-shift Gauss–Newton,
+   robust re-weighting that discounts the chest wall; a rotation (``rigid``) only when it moves
+   the window edge by ≥ ``min_rotation_px``; ``nonrigid`` adds the body wall as a second
+   translating layer (:func:`two_layer_warp`) or a demons field;
+3. apply the transforms (translations by an exact Fourier shift, which keeps white noise white
+   with σ unchanged; rotations/deformations by cubic-spline interpolation);
+4. keep repeats by post-registration residual (:func:`excess_residual`, :func:`select_repeats`:
+   robust median + k·MAD outlier rejection, then the count minimising the predicted MSE), at
+   most ``keep_fraction``;
 5. average ``x̄ = (1/√K)·Σ_k W_k(x_k)`` (noise σ stays 1, signal grows by √K), placed at the
    key frame's position or at the mean position of all repeats (``reference``);
-6. optionally register the averaged PD to the averaged IR (translation, on gradient-magnitude
-   images, accepted only when it raises their correlation).
+6. optionally register the averaged PD to the averaged IR (translation on normalised
+   gradient-magnitude images, accepted only when it raises their correlation).
+
+Accuracy on synthetic free-breathing sets (bench/bench_moco.py): heart registration error
+~0.02 px at PD SNR 10-30 (was ~0.08 px on IR and ~0.5 px on PD with the window on both images).
 
 References
 ----------
@@ -34,12 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates, spline_filter
+from scipy.special import expit
 
 from cmrecon.errors import StepError
 
 __all__ = ["MocoResult", "RigidTransform", "roi_window", "estimate_translation",
            "register_translation", "robust_weight", "register_rigid", "register_demons",
-           "register_repeat", "fourier_shift", "warp", "select_key_frame", "key_frame",
+           "register_repeat", "two_layer_warp", "fourier_shift", "warp", "select_key_frame", "key_frame",
            "excess_residual", "select_repeats", "moco_average", "plain_average"]
 
 
@@ -592,9 +598,9 @@ class MocoResult:
         Translation applied to each repeat's PD (its own registration to the key PD with
         ``pd_registration="pd"``, else equal to ``shifts``).
     residual : (n,) float
-        Post-registration excess residual of each repeat in the window, in units of the noise
-        variance per pixel (0 for the key frame and for noise-only differences), see
-        :func:`excess_residual`.
+        Post-registration excess residual of each repeat in the window (the larger of IR's
+        and PD's), in units of the noise variance per pixel (0 for the key frame and for
+        noise-only differences), see :func:`excess_residual`.
     """
 
     ir: np.ndarray
@@ -664,6 +670,60 @@ def register_repeat(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarray,
     return r if abs(r.angle_rad) * radius >= min_rotation_px else t
 
 
+def two_layer_warp(image: np.ndarray, key_magnitude: np.ndarray, heart_shift: tuple[float, float],
+                   weight: np.ndarray, sigma_px: float = 2.0, kappa: float = 2.0,
+                   noise_sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-rigid alignment as two translating layers: the heart and the body wall.
+
+    With breathing the intrathoracic organs (heart, lungs, liver) translate together while the
+    chest wall moves 20-50 % as much and slides past them, so a single translation leaves the
+    chest wall — inside the 10 mm margin around the heart — misaligned by 1-3 px, and a smooth
+    deformation (demons) cannot represent the sliding interface. Here the repeat is shifted
+    exactly (Fourier) by the heart translation *and* by a body-wall translation (weighted SSD
+    outside the heart window, :func:`register_translation` with weight ``1 − w``); per pixel
+    the wall layer replaces the heart layer only where its local residual energy against the
+    key frame, ``ρ = G_σ * (|S_t x| − |x_key|)²``, is clearly lower (by ``> 2κτ``, ``τ`` the
+    noise standard deviation of ``ρ``), through a smoothed logistic switch. Where the switch is
+    0 (the heart, flat regions) the output is the exact Fourier shift: no interpolation blur,
+    noise white with σ unchanged.
+
+    Parameters
+    ----------
+    image : (y, x) complex
+        Repeat, SNR units.
+    key_magnitude : (y, x) float
+        Magnitude of the key frame.
+    heart_shift : (float, float)
+        Heart translation ``(dy, dx)`` px (:func:`register_repeat`).
+    weight : (y, x) float
+        Heart window (:func:`roi_window`), in [0, 1].
+    sigma_px : float
+        Gaussian σ (px) of the local residual energy.
+    kappa : float
+        Switching threshold in units of ``τ``.
+    noise_sigma : float
+        Noise σ per pixel.
+
+    Returns
+    -------
+    warped : (y, x) complex64
+    wall_shift : (2,) float
+        Body-wall translation, px.
+    alpha : (y, x) float
+        Weight of the wall layer in [0, 1].
+    """
+    m = np.abs(np.asarray(image)).astype(np.float64)
+    mk = np.asarray(key_magnitude, np.float64)
+    t_w = np.array(register_translation(m, mk, 1.0 - weight, robust_iterations=2))
+    heart = fourier_shift(image, heart_shift)
+    wall = fourier_shift(image, tuple(t_w))
+    rh = gaussian_filter((np.abs(heart).astype(np.float64) - mk) ** 2, sigma_px)
+    rw = gaussian_filter((np.abs(wall).astype(np.float64) - mk) ** 2, sigma_px)
+    tau = 2.0 * noise_sigma ** 2 / np.sqrt(4.0 * np.pi * sigma_px ** 2)
+    alpha = gaussian_filter(expit(((rh - rw) - 2.0 * kappa * tau) / tau), 1.0)
+    return ((1.0 - alpha) * heart + alpha * wall).astype(np.complex64), t_w, alpha
+
+
 def excess_residual(warped: np.ndarray, key: np.ndarray, weight: np.ndarray,
                     noise_sigma: float = 1.0) -> float:
     """Weighted mean ``|W(x_k) − x_key|²`` beyond the noise floor, in units of σ².
@@ -687,6 +747,33 @@ def excess_residual(warped: np.ndarray, key: np.ndarray, weight: np.ndarray,
     """
     d2 = np.abs(np.asarray(warped) - np.asarray(key)) ** 2
     return float((weight * d2).sum() / (2 * noise_sigma ** 2 * weight.sum()) - 1.0)
+
+
+def estimate_noise_sigma(registered: list[np.ndarray], key: int, region: np.ndarray) -> float:
+    """Noise σ of registered repeats from their differences to the key frame, robustly.
+
+    After GRAPPA or SENSE the image noise is σ = g·1 (g-factor > 1, highest mid-FOV), not the
+    unit σ of the prewhitened data, so the repeats' own differences set the noise floor:
+    ``d = W(x_k) − x_key`` is complex Gaussian with ``E|d|² = 2σ²`` where the repeats agree,
+    ``|d|²`` exponential with median ``2σ² ln 2``; the median over ``region`` ignores the
+    minority of pixels that disagree (edges that moved differently).
+
+    Parameters
+    ----------
+    registered : n arrays (y, x) complex, the repeats registered to the key frame.
+    key : int
+    region : (y, x) bool, where to look (the heart window).
+
+    Returns
+    -------
+    float
+        σ (1 for a single repeat: nothing to compare).
+    """
+    meds = [np.median(np.abs(registered[k] - registered[key])[region] ** 2)
+            for k in range(len(registered)) if k != key]
+    if not meds:
+        return 1.0
+    return float(np.sqrt(np.median(meds) / (2.0 * np.log(2.0))))
 
 
 def select_repeats(residual: np.ndarray, key: int, max_keep: int, reject_mad: float | None = 3.0
@@ -753,7 +840,8 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
                  max_pd_shift_px: float = 5.0, upsample: int = 20,
                  demons_iterations: int = 60, robust_iterations: int = 2,
                  min_rotation_px: float = 0.25, reject_mad: float | None = 3.0,
-                 pd_registration: str = "pd", noise_sigma: float = 1.0) -> MocoResult:
+                 pd_registration: str = "pd", noise_sigma: float | None = None,
+                 nonrigid_model: str = "layers") -> MocoResult:
     """Motion-corrected average of IR/PD repeats, registered on a central (heart) region.
 
     Kellman 2005 MOCO from this module's building blocks:
@@ -765,10 +853,12 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
        drops the chest wall; rotation only when significant); with ``pd_registration="pd"``
        each PD likewise to the key PD (PD and IR of a repeat are a heartbeat apart and need
        not share a position), with ``"ir"`` the PD takes its IR's transform;
-    3. ``nonrigid``: a demons field (Thirion 1998) on the smoothed PD magnitudes, after the
-       translation, resolves the body wall that moves less than the heart; it is applied to
-       IR and PD by cubic-spline resampling *after* the exact Fourier shift, so where the
-       field vanishes (the heart) no interpolation blur is added;
+    3. ``nonrigid``: the body wall, which moves less than the heart, is aligned too — by
+       default as a second translating layer (:func:`two_layer_warp`: exact Fourier shifts
+       blended where the wall layer fits better; on the bench it cuts the heart-margin
+       mismatch 2-5×, where demons halves it and blurs), or with ``nonrigid_model="demons"``
+       by a demons field (Thirion 1998) on the smoothed PD magnitudes applied by cubic-spline
+       resampling after the exact Fourier shift;
     4. repeats chosen by post-registration residual (:func:`excess_residual`,
        :func:`select_repeats`: robust ``median + reject_mad·MAD`` outlier rejection — deep
        breaths, through-plane motion — then the count that minimises the predicted MSE), at
@@ -802,8 +892,11 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
     reject_mad : float, optional
         Outlier threshold (robust standard deviations of the residuals); None = no rejection.
     pd_registration : {"pd", "ir"}
-    noise_sigma : float
-        Noise σ per pixel of the inputs.
+    noise_sigma : float or None
+        Noise σ per pixel of the inputs; None (default) estimates it from the registered
+        repeats (:func:`estimate_noise_sigma`): after parallel imaging it is g·1, not 1.
+    nonrigid_model : {"layers", "demons"}
+        Model of the ``nonrigid`` transform.
 
     Returns
     -------
@@ -828,6 +921,8 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
         raise StepError(f"MOCO transform '{transform}' is unknown; known: translation, rigid, nonrigid")
     if reference not in ("mean", "key"):
         raise StepError(f"MOCO reference '{reference}' is unknown; known: mean, key")
+    if nonrigid_model not in ("layers", "demons"):
+        raise StepError(f"MOCO nonrigid_model '{nonrigid_model}' is unknown; known: layers, demons")
     if pd_registration not in ("pd", "ir"):
         raise StepError(f"MOCO pd_registration '{pd_registration}' is unknown; known: pd, ir")
     if not 0 < keep_fraction <= 1:
@@ -841,14 +936,25 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
     angles, sim, resid = np.zeros(n), np.zeros(n), np.zeros(n)
     warped_ir, warped_pd = [], []
     sel = w > 0.1
+    transforms = []
     for k in range(n):
         t_ir = t_pd = RigidTransform()
         if k != key:
             t_ir = register_repeat(mi[k], mi[key], w, transform, robust_iterations, min_rotation_px)
             t_pd = (register_repeat(mp[k], mp[key], w, transform, robust_iterations,
                                     min_rotation_px) if pd_registration == "pd" else t_ir)
+        transforms.append((t_ir, t_pd))
+    if noise_sigma is None:
+        noise_sigma = estimate_noise_sigma([warp(pd[k], transforms[k][1]) for k in range(n)], key, sel)
+    for k in range(n):
+        t_ir, t_pd = transforms[k]
         wi, wp = warp(ir[k], t_ir), warp(pd[k], t_pd)
-        if transform == "nonrigid" and k != key:
+        if transform == "nonrigid" and k != key and nonrigid_model == "layers":
+            if t_ir.angle_rad == 0.0:
+                wi = two_layer_warp(ir[k], mi[key], t_ir.shift, w, noise_sigma=noise_sigma)[0]
+            if t_pd.angle_rad == 0.0:
+                wp = two_layer_warp(pd[k], mp[key], t_pd.shift, w, noise_sigma=noise_sigma)[0]
+        elif transform == "nonrigid" and k != key:
             u = register_demons(np.abs(wp), mp[key], iterations=demons_iterations, smooth_px=1.0)
             wi, wp = warp(wi, None, u), warp(wp, None, u)
         shifts[k], pd_shifts[k], angles[k] = t_ir.shift, t_pd.shift, t_ir.angle_rad
@@ -856,8 +962,8 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
         warped_pd.append(wp)
         sim[k] = _wcorr(np.abs(wi)[sel], mi[key][sel], w[sel])
         if k != key:
-            resid[k] = 0.5 * (excess_residual(wi, ir[key], w, noise_sigma)
-                              + excess_residual(wp, pd[key], w, noise_sigma))
+            resid[k] = max(excess_residual(wi, ir[key], w, noise_sigma),
+                           excess_residual(wp, pd[key], w, noise_sigma))
     kept = select_repeats(resid, key, int(np.ceil(keep_fraction * n)), reject_mad)
     scale = 1.0 / np.sqrt(len(kept))
     ir_avg = (np.sum([warped_ir[k] for k in kept], axis=0) * scale).astype(np.complex64)
