@@ -33,15 +33,13 @@ SHIPPED: Dict[str, Dict[str, Any]] = {
 
 
 def weights_dir() -> Path:
-    """Where shipped weights live: ``$CMRECON_WEIGHTS`` or the repository's ``weights/``.
-
-    The repository path resolves from the (editable) installed package:
-    ``src/cmrecon/models/shipped.py`` → ``<repo>/weights``.
-    """
+    """Where shipped weights live: ``$CMRECON_WEIGHTS``, else the installed data package
+    ``cmrecon_weights`` (the repository's ``weights/`` in a checkout or editable install)."""
     env = os.environ.get("CMRECON_WEIGHTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "weights"
+    from importlib.resources import files
+    return Path(str(files("cmrecon_weights")))
 
 
 def shipped_path(name: str) -> Path:
