@@ -4,8 +4,8 @@ Needs a Gadgetron 4.x install (``--gt``, the folder with ``bin/gadgetron`` and
 ``share/gadgetron/config``), ``gadgetron_ismrmrd_client`` and the ISMRMRD libraries they were
 built with (``--ld-path``); docs/gadgetron.md says how one was built here. The script:
 
-1. copies every ``chains/*.xml`` into Gadgetron's config folder (so the client selects a chain
-   by name, as a scanner console does);
+1. installs every chain into Gadgetron's config folder with ``cmrecon gadgetron install`` (so
+   the client selects a chain by name, as a scanner console does);
 2. starts ``gadgetron`` on a free loopback port with this interpreter's ``bin/`` first on PATH
    (Gadgetron starts externals with the first ``python`` there; it needs ``cmrecon_gadgets`` and
    the ``gadgetron`` package);
@@ -99,15 +99,16 @@ def main() -> int:
                          "ismrmrd_generate_cartesian_shepp_logan), run --repeat times as the peer")
     args = ap.parse_args()
     client = args.client or args.gt / "bin" / "gadgetron_ismrmrd_client"
-    config_dir = args.gt / "share" / "gadgetron" / "config"
-    for xml in sorted((ROOT / "chains").glob("*.xml")):
-        shutil.copy(xml, config_dir / xml.name)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{args.gt / 'bin'}:{env.get('PATH', '')}"
     env["LD_LIBRARY_PATH"] = ":".join(p for p in (args.ld_path, str(args.gt / "lib"),
                                                   env.get("LD_LIBRARY_PATH", "")) if p)
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     env["GADGETRON_EXTERNAL_LOG_LEVEL"] = "INFO"
+    from cmrecon.gadgetron_install import install
+    report = install(args.gt, path=env["PATH"])        # `cmrecon gadgetron install --home GT`
+    for w in report.warnings:
+        print(f"install warning: {w}", file=sys.stderr)
     work = Path(tempfile.mkdtemp(prefix="cmrecon-real-gt-"))
     port = free_port()
     log = open(work / "gadgetron.log", "w")
