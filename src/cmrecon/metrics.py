@@ -13,7 +13,6 @@ structural similarity. IEEE Trans Image Process 2004;13:600-612.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import uniform_filter
 
 __all__ = ["ssim", "ssim_map", "psnr", "nrmse"]
 
@@ -93,6 +92,7 @@ def ssim_map(x: np.ndarray, y: np.ndarray, window_px: int = 7,
     L = _data_range(y, data_range)
     n = window_px * window_px
     cov_norm = n / (n - 1.0)  # sample covariance, as fastMRI and scikit-image
+    from scipy.ndimage import uniform_filter  # lazy: the CLI imports this module to build its parser
     f = lambda a: uniform_filter(a, size=window_px, mode="reflect")  # noqa: E731
     ux, uy = f(x), f(y)
     vx = cov_norm * (f(x * x) - ux * ux)

@@ -26,3 +26,10 @@ def test_a_classical_lge_chain_runs_without_importing_torch():
             f"r = replay_in_process({str(DATA / 'sim_lge_r2_embedded.h5')!r}, 'psir_classic')\n"
             "assert len(r.images) == 2, len(r.images)")
     assert "torch" not in _modules_after(code)
+
+
+def test_building_the_cli_imports_neither_torch_nor_scipy():
+    """`cmrecon --version`, `chains list`: no training or simulator numerics at start-up."""
+    mods = _modules_after("from cmrecon.cli import build_parser\nbuild_parser()")
+    assert "torch" not in mods
+    assert not any(m == "scipy.ndimage" or m.startswith("scipy.signal") for m in mods)

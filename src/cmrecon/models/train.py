@@ -61,7 +61,7 @@ import yaml
 from cmrecon.errors import CmreconError
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "batch_for", "build_model",
-           "learning_rate", "load_config", "make_validation_set", "register", "ssim_loss",
+           "learning_rate", "load_config", "make_validation_set", "ssim_loss",
            "ssim_torch", "train", "training_loss", "validate"]
 
 _K1 = 0.01
@@ -816,20 +816,3 @@ def _run_psirnet(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``train`` (with its ``psirnet`` kind) to the cmrecon CLI."""
-    p = subparsers.add_parser("train", help="train a learned reconstruction on simulated data",
-                              description="Train a learned reconstruction on simulated data.")
-    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    q = kinds.add_parser("psirnet", help="PSIRNet-style unrolled IR/PD network (1 − SSIM loss)",
-                         description=__doc__.splitlines()[0])
-    q.add_argument("--config", required=True, help="YAML training config (configs/*.yaml)")
-    q.add_argument("--out", help="output folder (default runs/<config name>)")
-    q.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    q.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
-    q.add_argument("--threads", type=int, help="override train.threads (torch CPU threads)")
-    q.add_argument("--workers", type=int, help="override train.num_workers (data processes)")
-    q.add_argument("--epochs", type=int, help="override train.epochs")
-    q.add_argument("--max-steps", type=int, help="stop after this many steps in total")
-    q.set_defaults(func=_run_psirnet)
-    return p

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from cmrecon.sim.signal import TISSUES
 
@@ -489,6 +488,7 @@ def heart_mask(labels: np.ndarray, pixel_mm: tuple[float, float], margin_mm: flo
     heart = np.isin(labels, HEART_LABELS)
     if not heart.any():
         return heart
+    from scipy import ndimage  # lazy: the CLI imports this module for its defaults
     dist = ndimage.distance_transform_edt(~heart, sampling=pixel_mm)
     return dist <= margin_mm
 
