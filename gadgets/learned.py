@@ -47,6 +47,22 @@ class PsirnetReconParams:
     max_coils: int = field(default=64, metadata={"doc": "most receive coils accepted"})
 
 
+def classical_pd(sl, k: int):
+    """The classical PD image of repeat ``k`` (GRAPPA/zero-filled, combined with the slice's maps).
+
+    The network's PD output is an intermediate of its PSIR head, not an image of the PD
+    heartbeat: in air it carries stripes brighter than tissue. The PD series a reader sees
+    (and the display-window mask ``|PD| > 5σ``) is the reconstructed PD heartbeat itself.
+
+    Returns
+    -------
+    (y, x) complex64, SNR units, cropped to the reconstructed matrix.
+    """
+    from cmrecon.recon.irpd import unfold_slice
+    one = sl.replace(ir_kspace=sl.ir_kspace[k:k + 1], pd_kspace=sl.pd_kspace[k:k + 1])
+    return unfold_slice(one)[1][0]
+
+
 def _finish(sl, inp, out, entry):
     """The slice with the model's PSIR attached, in the form ``emit_images`` consumes."""
     from cmrecon.recon import irpd
@@ -57,7 +73,7 @@ def _finish(sl, inp, out, entry):
                      scc=crop(out.scc))
     info = dict(sl.info, psir_noise_sigma=1.0, psirnet_weights=entry.weights,
                 psirnet_sha256=entry.sha256, psirnet_device=str(entry.device))
-    return sl.replace(psir=res, psir_pd=crop(out.pd), ir_kspace=None, pd_kspace=None,
+    return sl.replace(psir=res, psir_pd=classical_pd(sl, inp.repeat), ir_kspace=None, pd_kspace=None,
                       kind="repeats", used=(inp.repeat,), ref_index=inp.repeat, info=info)
 
 
