@@ -5,7 +5,7 @@
 Simulates one slice with 16 repeats (seed 0), then times, per run, every step of
 ``psir_classic`` and ``psir_moco`` as the chain runs them (exclusive time: a stage's time minus
 its upstream's), with 8 and with 16 repeats, and prints medians over ``--runs``. The clinical
-Gadgetron MOCO reference is > 5 s per slice (PHYSICS.md §4).
+Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
 
 ``--blas-threads`` sets ``CMRECON_BLAS_THREADS``, the BLAS thread policy every chain run applies
 (cmrecon.threads; default 1, 0 leaves BLAS as the libraries set it): multithreaded OpenBLAS

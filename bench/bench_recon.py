@@ -1,7 +1,7 @@
 """Per-slice timings of GRAPPA, SENSE, PSIR and MOCO averaging (16 coils, 192×144, R = 2).
 
 Run: ``python bench/bench_recon.py [--runs 3]``. For reference, MOCO in Gadgetron's clinical
-LGE chain costs > 5 s per slice (PHYSICS.md §4); PSIRNet ~100 ms per slice on a GPU.
+LGE chain costs > 5 s per slice (docs/physics.md §4); PSIRNet ~100 ms per slice on a GPU.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_homodyne_exact_for_constant_phase_and_zerofill_is_ifft():
 
 # ----------------------------------------------------------------------------- PSIR
 
-RATIOS = {"blood": 1.13, "scar": 1.62, "negative": -0.5}  # PHYSICS.md §2 (calc) + a sign check
+RATIOS = {"blood": 1.13, "scar": 1.62, "negative": -0.5}  # docs/physics.md §2 (calc) + a sign check
 MYO = 0.07
 
 

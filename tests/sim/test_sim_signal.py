@@ -8,7 +8,7 @@ import pytest
 from cmrecon.sim.signal import (TISSUES, SequenceTiming, analytic_null_ti_ms, analytic_shot_signals,
                                 hard_pulse_shot_signals, null_ti_ms, sample_tissue_params)
 
-# PHYSICS.md §2 anchor protocol: α 45°/8°, 80 lines, TR 2.8 ms, TI 300 ms, RR 1000 ms
+# docs/physics.md §2 anchor protocol: α 45°/8°, 80 lines, TR 2.8 ms, TI 300 ms, RR 1000 ms
 ANCHOR = SequenceTiming(rr_ms=1000.0, ti_ms=300.0, tr_ms=2.8, n_lines=80, centre_index=40,
                         alpha_ir_deg=45.0, alpha_pd_deg=8.0)
 T1 = np.array([450.0, 270.0, 320.0])   # myocardium, scar, blood
@@ -23,14 +23,14 @@ def test_analytic_null_formula_anchor():
 def test_myocardial_null_within_20ms_of_formula():
     ti0 = null_ti_ms(450.0, 45.0, ANCHOR)
     assert abs(ti0 - analytic_null_ti_ms(450.0, 1000.0)) < 20.0
-    assert ti0 == pytest.approx(294.0, abs=3.0)        # hard-pulse anchor of PHYSICS.md
+    assert ti0 == pytest.approx(294.0, abs=3.0)        # hard-pulse anchor of docs/physics.md
 
 
 def test_ir_pd_ratios_in_physics_ranges():
     s_ir, s_pd = hard_pulse_shot_signals(T1, T2, ANCHOR)
     ratio = s_ir[:, 40] / s_pd[:, 40]
     myo, scar, blood = ratio
-    assert abs(myo) < 0.15                                # nulled: ≈ 0.07 in PHYSICS.md
+    assert abs(myo) < 0.15                                # nulled: ≈ 0.07 in docs/physics.md
     assert 1.0 < blood < 1.3                              # ≈ 1.13
     assert 1.45 < scar < 1.8                              # ≈ 1.62
     assert scar > blood > myo

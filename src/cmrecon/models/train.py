@@ -1,6 +1,6 @@
 """Train the PSIRNet-style model on simulated LGE samples: ``cmrecon train psirnet --config``.
 
-Recipe (PSIRNet, arXiv 2604.08781; PHYSICS.md §5):
+Recipe (PSIRNet, arXiv 2604.08781; docs/physics.md §5):
 
 * **Data**: :func:`cmrecon.sim.training.make_sample` generated on the fly — random anatomy,
   coil count, SNR, acceleration R, partial Fourier, field strength, TI, heart rate, number of

@@ -1,6 +1,6 @@
 """Motion-corrected (MOCO) averaging of repeated single-shot IR/PD images (Kellman 2005).
 
-Pipeline (PHYSICS.md §4), all on coil-combined complex images in SNR units:
+Pipeline (docs/physics.md §4), all on coil-combined complex images in SNR units:
 
 1. key frame: ``argmin_m median_n ||w·(|x_m| − |x_n|)||`` over the IR magnitudes, ``w`` a central
    Hann window on the heart (:func:`roi_window`; uniform with ``roi_fraction = 1``);

@@ -1,6 +1,6 @@
 """Classical phase-sensitive inversion recovery (PSIR) with surface-coil correction.
 
-From coil-combined complex IR and PD images in SNR units (PHYSICS.md §3):
+From coil-combined complex IR and PD images in SNR units (docs/physics.md §3):
 
 1. background phase ``φ = PD_f / |PD_f|`` with ``PD_f`` the PD image low-passed by a separable
    Hanning window in k-space (:func:`background_phase`);

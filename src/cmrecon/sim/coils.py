@@ -237,7 +237,7 @@ def background_phase(rng: np.random.Generator, x_mm: np.ndarray, y_mm: np.ndarra
                      fov_mm: float, max_rad: float = 1.5) -> np.ndarray:
     """Smooth background phase φ_b (rad): constant + linear + quadratic terms over the FOV.
 
-    Models B0 off-resonance / receiver phase that is common to IR and PD (PHYSICS.md §2).
+    Models B0 off-resonance / receiver phase that is common to IR and PD (docs/physics.md §2).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Simulated free-breathing interleaved IR/PD single-shot bSSFP LGE raw data with ground truth.
 
-Forward model (PHYSICS.md §2), per slice, coil c, set s (0 = IR, 1 = PD), repeat n:
+Forward model (docs/physics.md §2), per slice, coil c, set s (0 = IR, 1 = PD), repeat n:
 
     y = M ⊙ F[ C_c · e^{iφ_b} · Σ_t w_{s,t}(ky) · ρ_t(W_{n,s} r) ] + ε,   ε ~ CN(0, Ψ)
 

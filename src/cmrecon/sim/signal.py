@@ -1,6 +1,6 @@
 """Signal of interleaved IR / PD single-shot bSSFP LGE: tissue parameters and Bloch simulation.
 
-The sequence (PHYSICS.md §1-2) repeats every two heartbeats (2·RR):
+The sequence (docs/physics.md §1-2) repeats every two heartbeats (2·RR):
 
 * beat 1 (IR, ISMRMRD ``set`` 0): non-selective inversion (efficiency η) at t = 0; a bSSFP
   shot of ``n_lines`` readouts with flip ``alpha_ir`` whose k-space-centre line is read at
@@ -45,7 +45,7 @@ TISSUES: tuple[str, ...] = ("myocardium", "scar", "blood", "fat", "liver", "musc
                             "soft_tissue")
 
 #: Post-contrast (10-20 min after gadolinium) relaxation at 1.5 T: (T1 range ms, T2 range ms,
-#: relative PD range). Heart tissues and blood from PHYSICS.md §2; the others are plausible
+#: relative PD range). Heart tissues and blood from docs/physics.md §2; the others are plausible
 #: post-contrast values (liver takes up Gd: T1 ~ 300-400 ms; skeletal muscle ~ 500-650 ms;
 #: lung parenchyma low PD, short T2*; subcutaneous tissue treated as a fat/muscle mix).
 TISSUE_RANGES_15T: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
@@ -115,7 +115,7 @@ def sample_tissue_params(rng: np.random.Generator, field_t: float = 1.5) -> Tiss
 
     T1s of all tissues are drawn with a shared "dose" quantile plus a small independent part,
     so a subject with short myocardial T1 also tends to have short blood T1. At 3 T every T1 is
-    longer by a factor drawn from U(1.10, 1.20) (PHYSICS.md §2); T2 is kept.
+    longer by a factor drawn from U(1.10, 1.20) (docs/physics.md §2); T2 is kept.
 
     Parameters
     ----------
@@ -258,7 +258,7 @@ def _apply(m: np.ndarray, s: np.ndarray) -> np.ndarray:
 def analytic_null_ti_ms(t1_ms: float, rr_ms: float = 1000.0, eta: float = 1.0) -> float:
     """Null TI of the idealised two-beat recovery: TI₀ = T1·ln(1 + η·m), m = (1−E)/(1+ηE), E = exp(−2RR/T1).
 
-    Instant readouts, no saturation by the shots (PHYSICS.md §2; Kellman 2002).
+    Instant readouts, no saturation by the shots (docs/physics.md §2; Kellman 2002).
     """
     e = np.exp(-2.0 * rr_ms / t1_ms)
     m = (1.0 - e) / (1.0 + eta * e)
@@ -269,7 +269,7 @@ def analytic_shot_signals(t1_ms: np.ndarray, t2_ms: np.ndarray, timing: Sequence
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate per-readout signals: idealised two-beat Mz plus Schmitt's bSSFP approach.
 
-    Mz before each shot from the idealised instant-readout recovery (PHYSICS.md §2):
+    Mz before each shot from the idealised instant-readout recovery (docs/physics.md §2):
     IR: Mz0 = 1 − (1 + η·m)·exp(−t_start/T1); PD: Mz0 = 1 − (1 − Mz_after_IR) e^{…} with the IR
     shot treated as a saturation-free instant readout, i.e. Mz0_PD = 1 − (1+ηm)e^{-(RR+t)/T1}.
     Along the shot: S(t) = S_st + (Mz0·sin(α/2) − S_st)·exp(−t/T1*),

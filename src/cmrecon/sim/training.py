@@ -1,7 +1,7 @@
 """In-memory PSIRNet-style training samples from the LGE simulator (no files, no headers).
 
 Each sample is one IR/PD pair of one slice, already in the form the learned model takes
-(PHYSICS.md §5): prewhitened multi-coil k-space with the readout oversampling removed, zero
+(docs/physics.md §5): prewhitened multi-coil k-space with the readout oversampling removed, zero
 where not sampled, the sampling mask, coil maps and the surface-coil-corrected PSIR targets.
 
 Differences from :func:`cmrecon.sim.lge.simulate_lge`, chosen for speed: data are generated
@@ -20,7 +20,7 @@ on the MOCO target).
 registration, every repeat kept; ``x̄ = (1/√K)·Σ_k (x_clean + e_k)`` where ``e_0`` is the
 coil-combined image of the input repeat's own full k-space noise (the sampled lines of which
 are in ``ir_kspace``/``pd_kspace``) and ``e_1..e_{K−1}`` are independent unit complex noise
-images. This is the published PSIRNet yardstick (PHYSICS.md §6) — it shares noise with the input.
+images. This is the published PSIRNet yardstick (docs/physics.md §6) — it shares noise with the input.
 
 References
 ----------
