@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmrecon", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cmrecon {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS and torch threads per process for serve/replay/evaluate/demo "
+                             "(default 1, or CMRECON_BLAS_THREADS / CMRECON_TORCH_THREADS; 0 = the "
+                             "libraries' own defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the MRD stream server (Gadgetron protocol)")
@@ -151,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.threads is not None:
+            from cmrecon.threads import set_threads
+            set_threads(args.threads)
+        if args.command in ("serve", "replay", "evaluate", "demo"):
+            logging.getLogger("cmrecon").info(
+                "threads: BLAS %s, torch %s (--threads, CMRECON_BLAS_THREADS, CMRECON_TORCH_THREADS)",
+                os.environ.get("CMRECON_BLAS_THREADS", "1"), os.environ.get("CMRECON_TORCH_THREADS", "1"))
         return int(args.func(args) or 0)
     except CmreconError as exc:
         print(f"cmrecon {args.command}: error: {exc}", file=sys.stderr)

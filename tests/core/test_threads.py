@@ -59,3 +59,25 @@ def test_bad_env_value_is_a_clear_error():
         parse_blas_threads("many")
     with pytest.raises(CmreconError, match="CMRECON_BLAS_THREADS"):
         parse_blas_threads("-3")
+
+
+@pytest.mark.parametrize("value, expect", [(None, "1"), ("2", "2"), ("0", "default")])
+def test_torch_threads_policy_is_applied_once_when_the_first_model_loads(value, expect):
+    """CMRECON_TORCH_THREADS (default 1) is what `--threads` sets; 0 leaves torch's own count."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "CMRECON_TORCH_THREADS"}
+    if value is not None:
+        env["CMRECON_TORCH_THREADS"] = value
+    code = ("import torch; d = torch.get_num_threads()\n"
+            "from cmrecon.threads import limit_torch_threads\n"
+            "n = limit_torch_threads(); print(n, d)")
+    n, default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, check=True).stdout.split()
+    assert n == (default if expect == "default" else expect)
+
+
+def test_threads_option_rejects_a_negative_count():
+    from cmrecon.cli import main
+    assert main(["--threads", "-1", "chains", "list"]) == 2

@@ -144,6 +144,8 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True) -> Cache
     from cmrecon.models.shipped import resolve_weights
     from cmrecon.models.weights import load_checkpoint
 
+    from cmrecon.threads import limit_torch_threads
+    limit_torch_threads()   # CMRECON_TORCH_THREADS (default 1), once per process
     dev = resolve_device(device)
     path, expected = resolve_weights(weights)
     key = (str(path.resolve()), expected or "", str(dev))
