@@ -16,6 +16,16 @@ in the same script. Median of ``--runs`` runs; the ratio column is ours / the pe
 Run::
 
     python bench/bench_external_startup.py --runs 5
+
+Result (2026-12-02, 2 cores, quiet machine)::
+
+    median of 5 runs; import torch alone: 2.18 s
+    | external | import s | connect s | empty session s | / peer | recorded LGE stream s |
+    | gadgetron.examples.pass_through (peer) | 0.58 | 0.56 | 0.58 | 1.00 | – |
+    | fft_rss | 0.61 | 0.57 | 0.77 | 1.33 | 0.74 |
+    | psir_classic | 0.61 | 0.49 | 0.68 | 1.18 | 0.64 |
+    | psir_moco | 0.61 | 0.46 | 0.64 | 1.12 | 0.76 |
+    | psirnet_lge | 0.61 | 0.44 | 0.60 | 1.04 | 3.02 |
 """
 
 from __future__ import annotations

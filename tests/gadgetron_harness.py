@@ -10,9 +10,10 @@ Where the real server is strict, this harness is too:
   ISMRMRD, which throws "XML header version does not match library schema version" when
   ``<version>`` differs from its schema version; :func:`play_gadgetron` refuses such a header
   the same way (:class:`GadgetronRefused`) and never starts the external;
-* **spawn timing**: the stock ``gadgetron_ismrmrd_client`` gives up after ``--timeout`` 10,000 ms;
-  :func:`play_gadgetron` fails (and kills the child) when the external has not connected, or
-  has not answered the whole session, within ``deadline_s``;
+* **spawn timing**: the stock ``gadgetron_ismrmrd_client``'s ``--timeout`` (10,000 ms) bounds
+  its connect only (docs/gadgetron.md), but a site expects a small case back well within it, so
+  :func:`play_gadgetron` fails when the external (spawned as Gadgetron spawns it) has not
+  answered the whole session within ``deadline_s`` (default those 10 s);
 * **parent death**: run as a script (``python gadgetron_harness.py PORT_FILE H5 TARGET CONFIG N``)
   it plays Gadgetron for ``N`` items and then waits without sending CLOSE, printing the child's
   PID, so a test can kill this "server" and watch what the child does.
