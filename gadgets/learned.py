@@ -31,6 +31,12 @@ class PsirnetReconParams:
     weights: str = field(default="psirnet_cpu_small", metadata={
         "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED) or a checkpoint path "
                "with its .sha256 sidecar"})
+    weights_sha256: str = field(default="", metadata={
+        "doc": "sha256 the weights file must have (\"\" = the shipped registry's or the file's "
+               ".sha256 sidecar); needed for a TorchScript file without a sidecar"})
+    preset: str = field(default="published", metadata={
+        "doc": "architecture of a TorchScript weights file (models.psirnet.PRESETS: published, "
+               "cpu_small)"})
     device: str = field(default="auto", metadata={
         "doc": "where the model runs: auto = CUDA when present, else CPU",
         "choices": ("auto", "cpu", "cuda")})
@@ -77,10 +83,10 @@ def _finish(sl, inp, out, entry):
                       kind="repeats", used=(inp.repeat,), ref_index=inp.repeat, info=info)
 
 
-def _load_model(weights: str, device: str):
+def _load_model(weights: str, device: str, preset: str = "published", sha256: str = ""):
     """Import torch and the model code, then load (cached per process) and warm up the model."""
     from cmrecon.models.inference import get_model
-    return get_model(weights, device)
+    return get_model(weights, device, preset=preset, sha256=sha256)
 
 
 @register("psirnet_recon", PsirnetReconParams, mrd_output=False)
@@ -97,7 +103,8 @@ def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
     # torch and reading the weights take seconds that would otherwise follow that slice.
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmrecon-model-load")
-    loading = pool.submit(_load_model, params.weights, params.device)
+    loading = pool.submit(_load_model, params.weights, params.device, params.preset,
+                          params.weights_sha256)
     pool.shutdown(wait=False)
     entry = None
     pending: List = []
@@ -125,3 +132,89 @@ def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
             yield from run_pending()
     if pending:
         yield from run_pending()
+
+
+# ----------------------------------------------------------------------------- psir_refine
+
+
+@dataclass(frozen=True)
+class PsirRefineParams:
+    """Parameters of ``psir_refine``."""
+
+    weights: str = field(default="psir_refine_cpu", metadata={
+        "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED) or a PsirRefine checkpoint "
+               "path with its .sha256 sidecar"})
+    repeat: int = field(default=-1, metadata={
+        "doc": "position of the repeat to refine; -1 = the key frame (as psir)"})
+    roi_fraction: float = field(default=0.5, metadata={
+        "doc": "the key frame compares IR magnitudes in a central Hann region spanning this "
+               "fraction of each axis (as psir)"})
+
+
+_REFINE_CACHE: dict = {}
+_REFINE_LOCK = __import__("threading").Lock()
+
+
+def _refine_model(weights: str):
+    """Load (once per process, verified) the PsirRefine checkpoint ``weights``."""
+    from cmrecon.models.shipped import SHIPPED, load_shipped, resolve_weights
+    from cmrecon.models.weights import load_checkpoint
+    from cmrecon.threads import limit_torch_threads
+    limit_torch_threads()
+    with _REFINE_LOCK:
+        if weights not in _REFINE_CACHE:
+            if weights in SHIPPED:
+                loaded = load_shipped(weights)
+            else:
+                path, sha = resolve_weights(weights)
+                loaded = load_checkpoint(path, expected_sha256=sha)
+            if type(loaded.model).__name__ != "PsirRefine":
+                raise StepError(f"psir_refine weights {weights!r} hold a {type(loaded.model).__name__}, "
+                                "not a PsirRefine model (psirnet_recon takes PSIRNet weights)")
+            _REFINE_CACHE[weights] = loaded
+        return _REFINE_CACHE[weights]
+
+
+@register("psir_refine", PsirRefineParams, mrd_output=False)
+def psir_refine(items: Iterator[Item], params: PsirRefineParams, ctx: StepContext) -> Iterator[Item]:
+    """Learned refinement of the classical single shot (key-frame GRAPPA IR/PD images), then the PSIRNet head."""
+    import numpy as np
+
+    from cmrecon.recon import irpd
+    from cmrecon.recon.irpd import IrPdSlice
+    from cmrecon.recon.psir import psir as psir_fn
+
+    loaded = None
+    for item in items:
+        if not isinstance(item, IrPdSlice):
+            yield item
+            continue
+        if item.ir is None or item.pd is None or item.kind != "repeats":
+            raise StepError(f"slice {item.slice}: psir_refine needs the per-repeat classical images; "
+                            "put it after unfold")
+        n = len(item.ir)
+        if params.repeat == -1:
+            k = irpd.key_frame(item.ir, params.roi_fraction)
+        elif 0 <= params.repeat < n:
+            k = params.repeat
+        else:
+            raise StepError(f"psir_refine repeat = {params.repeat} is outside the {n} repeats of "
+                            f"slice {item.slice} (0..{n - 1}, or -1 for the key frame)")
+        if loaded is None:
+            loaded = _refine_model(params.weights)
+        import torch
+        model = loaded.model
+        with torch.no_grad():
+            ir2, pd2 = model.refine(torch.from_numpy(np.ascontiguousarray(item.ir[k]))[None, None],
+                                    torch.from_numpy(np.ascontiguousarray(item.pd[k]))[None, None])
+        g = model.gain
+        ir_g = (ir2[0, 0].numpy() * g).astype(np.complex64)
+        pd_g = (pd2[0, 0].numpy() * g).astype(np.complex64)
+        # the model's head: reg = (t·σ)² = 16 on images of gain g (σ = g there; the MOCO target's)
+        res = psir_fn(ir_g, pd_g, window_px=model.window_px, noise_sigma=1.0,
+                      t=float(np.sqrt(model.reg)), psirnet_compatible=True)
+        ctx.log.info("psir_refine: slice %d, repeat %d of %d (%s)", item.slice, item.repeats[k], n,
+                     params.weights)
+        info = dict(item.info, psir_noise_sigma=g, psir_refine_weights=params.weights,
+                    psir_refine_sha256=loaded.sha256)
+        yield item.replace(psir=res, psir_pd=pd_g, used=(k,), ref_index=int(k), info=info)

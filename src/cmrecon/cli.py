@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
     import importlib.util
     for module in ("cmrecon.demo", "cmrecon.sim.command", "cmrecon.models.train_cli", "cmrecon.evaluate",
-                   "cmrecon.gadgetron_install"):  # subcommands that register their own parsers
+                   "cmrecon.gadgetron_install", "cmrecon.models.weights_cli"):  # subcommands that register their own parsers
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).register(sub)
     return parser

@@ -307,3 +307,30 @@ def test_the_pd_series_is_the_pd_heartbeat_dark_air_bright_tissue():
     assert img[air].mean() < 0.1 * img[body].mean()
     # single-shot PD vs the noise-free truth in the body: noise (1/SNR ~ 0.05) plus coil-map error
     assert nrmse(img, np.abs(truth["pd"][0].T), body) < 0.15
+
+
+def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refused_unpinned(tmp_path):
+    """`weights: /path/PSIRNet.pt` (TorchScript detected, preset, digest pinned) and
+    `cmrecon weights import` give exactly the PSIR of the same weights as our checkpoint."""
+    import torch
+
+    from cmrecon.cli import main
+    from cmrecon.models.psirnet import PSIRNet
+    from cmrecon.models.weights import file_sha256, save_checkpoint
+    torch.manual_seed(3)
+    model = PSIRNet.from_preset("cpu_small").eval()
+    scripted, ours = tmp_path / "PSIRNet.pt", tmp_path / "ours.pt"
+    torch.jit.script(model).save(str(scripted))
+    save_checkpoint(ours, model, model.model_config())
+    reference = _psir_images(_chain(str(ours)), "r2_embedded")
+    with pytest.raises(Exception, match="pin their sha256"):
+        _psir_images(_chain(str(scripted), preset="cpu_small"), "r2_embedded")
+    with pytest.raises(Exception, match="expected 0{64}"):
+        _psir_images(_chain(str(scripted), preset="cpu_small", weights_sha256="0" * 64), "r2_embedded")
+    by_path = _psir_images(_chain(str(scripted), preset="cpu_small",
+                                  weights_sha256=file_sha256(scripted)), "r2_embedded")
+    np.testing.assert_array_equal(by_path[0], reference[0])
+    imported = tmp_path / "imported.pt"
+    assert main(["weights", "import", str(scripted), "-o", str(imported), "--preset", "cpu_small",
+                 "--sha256", file_sha256(scripted)]) == 0
+    np.testing.assert_array_equal(_psir_images(_chain(str(imported)), "r2_embedded")[0], reference[0])

@@ -14,6 +14,15 @@ def _run_psirnet(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _run_refine(args: argparse.Namespace) -> int:
+    from cmrecon.models.refine import train_refine
+    best = train_refine(args.out, n_train=args.samples, n_val=args.val_samples, minutes=args.minutes,
+                        seed=args.seed, threads=args.threads,
+                        say=lambda line: print(line, flush=True))
+    print(f"weights: {args.out}/best.pt (+ .sha256); use in a chain: psir_refine weights={args.out}/best.pt")
+    return 0 if best["epoch"] > 0 else 1
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``train`` (with its ``psirnet`` kind) to the cmrecon CLI."""
     p = subparsers.add_parser("train", help="train a learned reconstruction on simulated data",
@@ -30,4 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=int, help="override train.epochs")
     q.add_argument("--max-steps", type=int, help="stop after this many steps in total")
     q.set_defaults(func=_run_psirnet)
+    r = kinds.add_parser("refine", help="residual refinement of the classical single shot (models/refine.py)",
+                         description="Train PsirRefine: a zero-initialised residual U-Net on the "
+                                     "classical GRAPPA IR/PD images, for a wall-clock budget.")
+    r.add_argument("--out", required=True, help="output folder (best.pt + .sha256)")
+    r.add_argument("--samples", type=int, default=900, help="simulated training shots (default 900)")
+    r.add_argument("--val-samples", type=int, default=48)
+    r.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget incl. data (default 30)")
+    r.add_argument("--seed", type=int, default=2026)
+    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    r.set_defaults(func=_run_refine)
     return p
