@@ -51,6 +51,12 @@ class PsirnetReconParams:
                "spanning this fraction of each axis (as psir)"})
     min_coils: int = field(default=2, metadata={"doc": "fewest receive coils accepted"})
     max_coils: int = field(default=64, metadata={"doc": "most receive coils accepted"})
+    max_acceleration: int = field(default=3, metadata={
+        "doc": "highest R the weights were trained for (psirnet_cpu_small: 1-3)"})
+    fallback: bool = field(default=True, metadata={
+        "doc": "an input the model was not trained for (coils, matrix, R above "
+               "max_acceleration) gets the classical PSIR of the same key-frame repeat instead, "
+               "said in the log and in the image meta (cmrecon_fallback); false: an error"})
 
 
 def classical_pd(sl, k: int):
@@ -89,6 +95,21 @@ def _load_model(weights: str, device: str, preset: str = "published", sha256: st
     return get_model(weights, device, preset=preset, sha256=sha256)
 
 
+def _classical_fallback(sl, params, reason: str):
+    """The slice with the classical PSIR of its key-frame repeat (GRAPPA, Kellman), and why."""
+    from cmrecon.recon import irpd
+    from cmrecon.recon.psir import psir as psir_fn
+    ir, pd = irpd.unfold_slice(sl)
+    k = irpd.key_frame(ir, params.roi_fraction) if params.repeat == -1 else params.repeat
+    from cmrecon_gadgets.lge_steps import PsirParams
+    p = PsirParams()   # exactly what psir_classic's psir step does
+    res = psir_fn(ir[k], pd[k], window_px=p.window_px, noise_sigma=p.noise_sigma, t=p.t_sigma,
+                  hanning_fraction=p.hanning_fraction)
+    info = dict(sl.info, psir_noise_sigma=p.noise_sigma, fallback=f"classical PSIR: {reason}")
+    return sl.replace(psir=res, psir_pd=pd[k], ir_kspace=None, pd_kspace=None,
+                      kind="repeats", used=(int(k),), ref_index=int(k), info=info)
+
+
 @register("psirnet_recon", PsirnetReconParams, mrd_output=False)
 def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
                   ctx: StepContext) -> Iterator[Item]:
@@ -124,9 +145,19 @@ def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
             continue
         if entry is None:
             entry = loading.result()
-        from cmrecon.models.inference import prepare_slice
-        inp = prepare_slice(item, params.repeat, params.roi_fraction, params.min_coils,
-                            params.max_coils, entry.min_matrix)
+        from cmrecon.models.inference import UnsupportedInput, prepare_slice
+        try:
+            if item.acceleration > params.max_acceleration:
+                raise UnsupportedInput(f"slice {item.slice}: R = {item.acceleration} is above the "
+                                       f"R <= {params.max_acceleration} the weights were trained for")
+            inp = prepare_slice(item, params.repeat, params.roi_fraction, params.min_coils,
+                                params.max_coils, entry.min_matrix)
+        except UnsupportedInput as exc:
+            if not params.fallback:
+                raise
+            ctx.log.warning("psirnet_recon: %s; classical PSIR for this slice instead", exc)
+            yield _classical_fallback(item, params, str(exc))
+            continue
         pending.append((item, inp))
         if len(pending) >= params.batch_slices:
             yield from run_pending()

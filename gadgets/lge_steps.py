@@ -398,6 +398,9 @@ def emit_images(items: Iterator[Item], params: EmitImagesParams, ctx: StepContex
                                              f"repeats {','.join(map(str, used))}"],
                   "cmrecon_repeats_used": used,
                   "cmrecon_source": item.kind}
+        if "fallback" in item.info:   # a learned step handed back the classical result, and why
+            common["cmrecon_fallback"] = item.info["fallback"]
+            common["GADGETRON_ImageComment"] = common["GADGETRON_ImageComment"] + ["CLASSICAL FALLBACK"]
         if ti is not None:
             common["GADGETRON_TI"] = f"{ti:g}"
         if params.float_ratio:

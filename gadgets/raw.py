@@ -71,7 +71,11 @@ def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepCon
                 raise StepError(f"readout scan_counter={item.scan_counter} has "
                                 f"{item.active_channels} channels, the noise scan had "
                                 f"{whitening.shape[0]}")
-            item.data[:] = prewhiten(np.asarray(item.data), whitening)
+            out = ismrmrd.Acquisition(item.getHead())   # never whiten the caller's readout
+            out.data[:] = prewhiten(np.asarray(item.data), whitening)
+            if item.traj.size:
+                out.traj[:] = item.traj
+            item = out
         yield item
 
 

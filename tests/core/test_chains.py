@@ -135,3 +135,20 @@ def test_with_step_params_sets_one_steps_parameters_and_names_a_missing_step():
         with_step_params(base, "psirnet_recon", weights="x")
     with pytest.raises(EvaluateError, match="emit_images"):
         with_float_ratio(resolve("passthrough"))
+
+
+def test_running_a_chain_leaves_the_callers_readouts_untouched():
+    """noise_prewhiten used to whiten the given acquisitions in place: a second run over the
+    same in-memory items then reconstructed already-whitened data."""
+    import copy
+    from pathlib import Path
+
+    from cmrecon.chain.runner import run_chain
+    from cmrecon.io.mrdfile import iter_items, read_header_xml
+    h5 = Path(__file__).resolve().parents[1] / "data" / "sim_lge_r2_embedded.h5"
+    items = list(iter_items(h5))
+    before = copy.deepcopy(items)
+    first = [im.data.copy() for im in run_chain(resolve("psir_classic"), read_header_xml(h5), items)]
+    assert all(a.data.tobytes() == b.data.tobytes() for a, b in zip(items, before))
+    second = [im.data for im in run_chain(resolve("psir_classic"), read_header_xml(h5), items)]
+    assert all((a == b).all() for a, b in zip(first, second))

@@ -197,7 +197,30 @@ def test_step_refuses_a_matrix_too_small_for_the_unet(tiny_ckpt, full_slice):
     path = tiny_ckpt.with_name("deep.pt")
     save_checkpoint(path, deep, deep.model_config(), {})
     with pytest.raises(StepError, match=r"\(RO 64, PE 48\) is smaller than 64 pixels"):
-        _run_step(full_slice, weights=str(path), device="cpu")
+        _run_step(full_slice, weights=str(path), device="cpu", fallback=False)
+
+
+def test_an_input_the_model_was_not_trained_for_gets_the_classical_psir_and_says_so(tiny_ckpt):
+    """R = 4 (the shipped weights know R 1-3): the classical PSIR of the key-frame repeat, the
+    reason in the log and in every image's meta; never a silently broken image."""
+    import ismrmrd
+
+    from cmrecon.chain.runner import run_chain
+    header, items = _items("r4_embedded_pf_rep")
+    chain = with_step_params(resolve("psirnet_lge"), "psirnet_recon", max_acceleration=3)
+    import copy   # noise_prewhiten whitens the readouts it is given in place (issue 11)
+    images = [im for im in run_chain(chain, header, copy.deepcopy(items)) if isinstance(im, ismrmrd.Image)]
+    classic = {im.image_series_index: im for im in run_chain(resolve("psir_classic"), header,
+                                                             copy.deepcopy(items))
+               if isinstance(im, ismrmrd.Image)}
+    psir = [im for im in images if im.image_series_index == 1][0]
+    meta = ismrmrd.Meta.deserialize(psir.attribute_string)
+    assert "R = 4 is above the R <= 3" in meta["cmrecon_fallback"]
+    assert "CLASSICAL FALLBACK" in list(meta["GADGETRON_ImageComment"])
+    np.testing.assert_array_equal(psir.data, classic[1].data)     # exactly psir_classic's image
+    with pytest.raises(Exception, match="R = 4 is above"):
+        list(run_chain(with_step_params(chain, "psirnet_recon", fallback=False), header,
+                       copy.deepcopy(items)))
 
 
 # --- CUDA out-of-memory fallback ----------------------------------------------------------------

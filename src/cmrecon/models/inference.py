@@ -61,6 +61,10 @@ def resolve_device(name: str) -> torch.device:
 
 # --- model cache --------------------------------------------------------------------------------
 
+class UnsupportedInput(StepError):
+    """An input outside what the model was trained for (coils, matrix): the step may fall back."""
+
+
 @dataclass
 class CachedModel:
     """A loaded, warmed-up model shared by all connections of a process.
@@ -319,9 +323,9 @@ def prepare_slice(sl: Any, repeat: int = -1, roi_fraction: float = 0.5,
                         f"both be (repeats, coils, ky, kx)")
     n_rep, coils, ky, kx = ir_all.shape
     if not min_coils <= coils <= max_coils:
-        raise StepError(f"{where}: {coils} coils is outside the accepted {min_coils}..{max_coils}")
+        raise UnsupportedInput(f"{where}: {coils} coils is outside the accepted {min_coils}..{max_coils}")
     if min(ky, kx) < min_matrix:
-        raise StepError(f"{where}: matrix (RO {kx}, PE {ky}) is smaller than {min_matrix} pixels, "
+        raise UnsupportedInput(f"{where}: matrix (RO {kx}, PE {ky}) is smaller than {min_matrix} pixels, "
                         f"the least the model's U-Net pooling accepts")
     if sl.maps.shape != (coils, ky, kx):
         raise StepError(f"{where}: coil maps {sl.maps.shape} do not match k-space "
