@@ -7,7 +7,7 @@ where not sampled, the sampling mask, coil maps and the surface-coil-corrected P
 Differences from :func:`cmrecon.sim.lge.simulate_lge`, chosen for speed: data are generated
 directly in the prewhitened coil basis (sensitivities ``W·C`` for a random Ψ, white unit noise);
 no readout oversampling; no respiratory motion in the input (the input is the repeat the MOCO
-reference was registered to); partial-volume supersampling 2×2; sensitivities from a coarse
+reference was registered to); the band-limited object drawn on a 4× (not 6×) finer grid; sensitivities from a coarse
 Biot–Savart grid (every 4th pixel, cubic interpolation). The signal model (hard-pulse bSSFP
 per tissue, per-line modulation along PE, linear order) is the same.
 
@@ -147,10 +147,13 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int] = (128, 128),
     w_pd = line_signals(s_pd, smp.shot, n_pe).astype(np.complex64)
 
     an = ph.random_anatomy(rng, fov, rng.uniform(0.1, 0.9))
-    labels, lfrac = ph.rasterize(an, size, fov, supersample=2)
+    labels, box = ph.rasterize(an, size, fov, supersample=2)
+    # the object as a scanner sees it (band-limited to the matrix), as cmrecon.sim.lge draws it
+    lfrac = ph.bandlimited_fractions(an, size, fov, supersample=4)
     body = ph.body_mask(labels)
     array = coil_mod.random_coil_array(rng, n_coils, (an.body.a, an.body.b), an.rotation_deg)
-    sens_raw = coil_mod.normalise_sensitivities(coil_mod.coil_maps_on_grid(array, size, fov, step=4), body)
+    sens_raw = coil_mod.extend_outside(coil_mod.normalise_sensitivities(
+        coil_mod.coil_maps_on_grid(array, size, fov, step=4), body), body)
     psi = coil_mod.random_noise_covariance(rng, array.centres)
     whiten = prewhitening_matrix(psi)
     x, y = ph.pixel_coordinates(size, fov)
@@ -170,7 +173,7 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int] = (128, 128),
     k_pd = fft1c(h_pd, axis=-2)
     img_ir = np.sum(np.conj(maps) * ifft1c(h_ir, axis=-1), axis=0)
     img_pd = np.sum(np.conj(maps) * ifft1c(h_pd, axis=-1), axis=0)
-    pure = lfrac[ph.LV_BLOOD] > 0.999
+    pure = box[ph.LV_BLOOD] > 0.999     # whole pixels of blood (box fractions), as sim.lge
     if not pure.any():
         pure = labels == ph.LV_BLOOD
     scale = np.float32(snr_val / np.mean(np.abs(img_pd[pure])))
