@@ -100,7 +100,7 @@ def _classical_fallback(sl, params, reason: str):
     from cmrecon.recon import irpd
     from cmrecon.recon.psir import psir as psir_fn
     ir, pd = irpd.unfold_slice(sl)
-    k = irpd.key_frame(ir, params.roi_fraction) if params.repeat == -1 else params.repeat
+    k = irpd.choose_repeat(ir, params.repeat, params.roi_fraction, f"slice {sl.slice}: psirnet_recon")
     from cmrecon_gadgets.lge_steps import PsirParams
     p = PsirParams()   # exactly what psir_classic's psir step does
     res = psir_fn(ir[k], pd[k], window_px=p.window_px, noise_sigma=p.noise_sigma, t=p.t_sigma,
@@ -224,13 +224,8 @@ def psir_refine(items: Iterator[Item], params: PsirRefineParams, ctx: StepContex
             raise StepError(f"slice {item.slice}: psir_refine needs the per-repeat classical images; "
                             "put it after unfold")
         n = len(item.ir)
-        if params.repeat == -1:
-            k = irpd.key_frame(item.ir, params.roi_fraction)
-        elif 0 <= params.repeat < n:
-            k = params.repeat
-        else:
-            raise StepError(f"psir_refine repeat = {params.repeat} is outside the {n} repeats of "
-                            f"slice {item.slice} (0..{n - 1}, or -1 for the key frame)")
+        k = irpd.choose_repeat(item.ir, params.repeat, params.roi_fraction,
+                               f"slice {item.slice}: psir_refine")
         if loaded is None:
             loaded = _refine_model(params.weights)
         import torch

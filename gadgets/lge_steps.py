@@ -317,14 +317,7 @@ def psir(items: Iterator[Item], params: PsirParams, ctx: StepContext) -> Iterato
             raise StepError(f"slice {item.slice}: psir needs coil-combined images; put unfold "
                             "(and optionally moco_average) before psir")
         if item.kind == "repeats":
-            n = len(item.ir)
-            if params.repeat == -1:
-                k = irpd.key_frame(item.ir, params.roi_fraction)
-            elif 0 <= params.repeat < n:
-                k = params.repeat
-            else:
-                raise StepError(f"psir repeat = {params.repeat} is outside the {n} repeats of "
-                                f"slice {item.slice} (0..{n - 1}, or -1 for automatic)")
+            k = irpd.choose_repeat(item.ir, params.repeat, params.roi_fraction, f"slice {item.slice}: psir")
             ir, pd, used, ref = item.ir[k], item.pd[k], (k,), k
         else:
             ir, pd, used, ref = item.ir[0], item.pd[0], item.used, item.ref_index

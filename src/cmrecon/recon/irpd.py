@@ -50,7 +50,7 @@ from cmrecon.recon.partial_fourier import partial_fourier
 from cmrecon.recon.sense import coil_combine, sense
 
 __all__ = ["IR_SET", "PD_SET", "Readout", "IrPdSlice", "IrPdBuffer", "acs_block",
-           "estimate_acceleration", "coil_maps_for_slice", "unfold_slice", "key_frame",
+           "estimate_acceleration", "coil_maps_for_slice", "unfold_slice", "key_frame", "choose_repeat",
            "auto_window", "crop_to_matrix", "roi_window"]
 
 #: ISMRMRD ``set`` counter of the inversion-recovery heartbeat.
@@ -649,6 +649,34 @@ def unfold_slice(sl: IrPdSlice, method: str = "grappa", partial_fourier_method: 
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def choose_repeat(ir: np.ndarray, repeat: int, roi_fraction: float, who: str) -> int:
+    """Position of the repeat a single-shot step reconstructs: ``repeat``, or the key frame (-1).
+
+    Parameters
+    ----------
+    ir : (n, y, x) complex
+        The repeats' IR images (only used for the key frame).
+    repeat : int
+        Position, or -1 for :func:`key_frame`.
+    roi_fraction : float
+        Region of the key-frame comparison.
+    who : str
+        The step, for the error message.
+
+    Raises
+    ------
+    StepError
+        ``repeat`` outside ``-1, 0..n−1``.
+    """
+    n = len(ir)
+    if repeat == -1:
+        return key_frame(ir, roi_fraction)
+    if 0 <= repeat < n:
+        return int(repeat)
+    raise StepError(f"{who} repeat = {repeat} is outside the {n} repeats (0..{n - 1}, or -1 for "
+                    "the key frame)")
 
 
 def auto_window(values: np.ndarray, mask: np.ndarray, low: float = 0.0,
