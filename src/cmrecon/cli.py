@@ -18,8 +18,13 @@ from cmrecon.errors import CmreconError
 
 def _serve(args: argparse.Namespace) -> int:
     from cmrecon.server.tcp import MrdServer
-    server = MrdServer(args.host, args.port, Path(args.chains) if args.chains else None,
-                       max_connections=args.max_connections, idle_timeout_s=args.idle_timeout)
+    if not 0 <= args.port <= 65535:
+        raise CmreconError(f"--port {args.port} is not a TCP port (0-65535)")
+    try:
+        server = MrdServer(args.host, args.port, Path(args.chains) if args.chains else None,
+                           max_connections=args.max_connections, idle_timeout_s=args.idle_timeout)
+    except OSError as exc:
+        raise CmreconError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     logging.getLogger("cmrecon").info("cmrecon %s serving on %s:%d", __version__, args.host, server.port)
     print(f"cmrecon serve: listening on {args.host}:{server.port}", file=sys.stderr, flush=True)
     try:
@@ -50,8 +55,23 @@ def write_outputs(images: list, output: str | None, group: str | None, png_dir: 
         print(f"wrote {len(images)} PNGs to {png_dir}", file=sys.stderr)
 
 
+def check_output_paths(output: str | None, png_dir: str | None) -> None:
+    """Refuse an output whose folder does not exist before any reconstruction runs."""
+    if output:
+        parent = Path(output).resolve().parent
+        if not parent.is_dir():
+            raise CmreconError(f"-o {output}: folder {parent} does not exist")
+        if Path(output).is_dir():
+            raise CmreconError(f"-o {output} is a folder; give an HDF5 file name")
+    if png_dir and Path(png_dir).exists() and not Path(png_dir).is_dir():
+        raise CmreconError(f"--png {png_dir} exists and is not a folder")
+
+
 def _replay(args: argparse.Namespace) -> int:
     from cmrecon.server.client import replay_in_process, replay_remote
+    if not Path(args.input).is_file():
+        raise CmreconError(f"-i {args.input}: no such file")
+    check_output_paths(args.output, args.png)
     if args.in_process:
         if args.chain_file:
             from cmrecon.chain.definition import load_file
@@ -68,6 +88,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"server: {text}", file=sys.stderr)
     write_outputs(result.images, args.output, args.output_group, args.png)
     print(f"replay: sent {result.sent} items, received {len(result.images)} images", file=sys.stderr)
+    if result.images and not (args.output or args.png):
+        print("replay: images not written (give -o FILE.h5 and/or --png DIR)", file=sys.stderr)
     return 0
 
 
@@ -153,8 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = str(args.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        print(f"cmrecon: error: --log-level {args.log_level!r}: one of DEBUG, INFO, WARNING, ERROR",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.threads is not None:
             from cmrecon.threads import set_threads
@@ -169,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:   # `cmrecon chains list | head`: the reader left; not an error of ours
+        try:   # nothing more reaches the reader; let the exit-time flush go nowhere quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
 
 
 if __name__ == "__main__":
