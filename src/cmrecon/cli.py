@@ -26,13 +26,19 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CmreconError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     logging.getLogger("cmrecon").info("cmrecon %s serving on %s:%d", __version__, args.host, server.port)
+    import signal
+
+    def stop(signum, frame):   # SIGTERM (a service manager, docker stop) ends like Ctrl-C
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     print(f"cmrecon serve: listening on {args.host}:{server.port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        logging.getLogger("cmrecon").info("cmrecon serve: stopping (signal); open sessions are closed")
     finally:
         server.server_close()
+    print("cmrecon serve: stopped", file=sys.stderr, flush=True)
     return 0
 
 

@@ -51,3 +51,23 @@ def test_a_closed_pipe_is_not_an_error():
                          stderr=subprocess.PIPE, text=True, timeout=60)
     os.close(w)
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+
+
+def test_sigterm_stops_the_server_cleanly():
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "cmrecon.cli", "serve", "-p", "0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(10):   # log lines first, then the listening line
+            line = proc.stderr.readline()
+            if "listening on" in line:
+                break
+        assert "listening on 127.0.0.1:" in line
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        rest = proc.stderr.read()
+        assert rc == 0 and "stopped" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
