@@ -31,8 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
     def stop(signum, frame):   # SIGTERM (a service manager, docker stop) ends like Ctrl-C
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
-    print(f"cmrecon serve: listening on {args.host}:{server.port}", file=sys.stderr, flush=True)
     try:
+        print(f"cmrecon serve: listening on {args.host}:{server.port}", file=sys.stderr, flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         logging.getLogger("cmrecon").info("cmrecon serve: stopping (signal); open sessions are closed")
