@@ -61,6 +61,16 @@ def write_outputs(images: list, output: str | None, group: str | None, png_dir: 
         print(f"wrote {len(images)} PNGs to {png_dir}", file=sys.stderr)
 
 
+def _query(args: argparse.Namespace) -> int:
+    from cmrecon.server.client import ReplayError, query_server
+    try:
+        print(query_server(args.text, args.address, args.port, args.timeout))
+    except ReplayError as exc:
+        print(f"cmrecon query: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def check_output_paths(output: str | None, png_dir: str | None) -> None:
     """Refuse an output whose folder does not exist before any reconstruction runs."""
     if output:
@@ -163,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-group", default="dataset")
     p.add_argument("--png", help="directory for one PNG per image")
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser("query", help="ask a running server a QUERY (gadgetron::health, "
+                                     "gadgetron::version, cmrecon::chains); exit 1 without an answer")
+    p.add_argument("text", nargs="?", default="gadgetron::health")
+    p.add_argument("-a", "--address", default="127.0.0.1")
+    p.add_argument("-p", "--port", type=int, default=9002)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    p.set_defaults(func=_query)
 
     p = sub.add_parser("chains", help="list, show or validate chains")
     p.add_argument("action", choices=["list", "show", "validate", "xml", "steps"])

@@ -71,3 +71,12 @@ def test_sigterm_stops_the_server_cleanly():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_query_answers_health_and_fails_clearly_without_a_server(server):
+    ok = _cmrecon("query", "gadgetron::health", "-p", str(server.port))
+    assert ok.returncode == 0 and ok.stdout.strip() == "ok"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    _one_line_error(_cmrecon("query", "-p", str(free), "--timeout", "2"), "failed")

@@ -131,6 +131,34 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
     return result
 
 
+def query_server(text: str, host: str = "127.0.0.1", port: int = 9002, timeout_s: float = 5.0) -> str:
+    """Send one QUERY (e.g. ``gadgetron::health``) and return the server's RESPONSE text.
+
+    Raises
+    ------
+    ReplayError
+        No connection, no answer within ``timeout_s``, or an error reply.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            wfile = sock.makefile("wb")
+            writer = P.MessageWriter(wfile)
+            writer.write(P.Query(0, 1, text))
+            writer.write(P.Close())
+            writer.flush()
+            reader = P.MessageReader(sock.makefile("rb"))
+            while True:
+                msg = reader.read()
+                if msg is None or isinstance(msg, P.Close):
+                    raise ReplayError(f"{host}:{port} closed without answering the query {text!r}")
+                if isinstance(msg, P.Response):
+                    return msg.text
+                if isinstance(msg, P.Text) and msg.text.startswith("ERR"):
+                    raise ReplayError(msg.text[3:].strip())
+    except (OSError, CmreconError) as exc:
+        raise ReplayError(f"query {text!r} to {host}:{port} failed: {exc}") from exc
+
+
 def replay_in_process(path: str | Path, chain: Chain | str, *, group: str = "dataset",
                       on_image: Callable[[ismrmrd.Image], None] | None = None,
                       show_progress: bool = False) -> ReplayResult:
