@@ -88,6 +88,8 @@ def _replay(args: argparse.Namespace) -> int:
     if not Path(args.input).is_file():
         raise CmreconError(f"-i {args.input}: no such file")
     check_output_paths(args.output, args.png)
+    if args.dicom and Path(args.dicom).exists() and not Path(args.dicom).is_dir():
+        raise CmreconError(f"--dicom {args.dicom} exists and is not a folder")
     if args.in_process:
         if args.chain_file:
             from cmrecon.chain.definition import load_file
@@ -103,8 +105,14 @@ def _replay(args: argparse.Namespace) -> int:
     for text in result.texts:
         print(f"server: {text}", file=sys.stderr)
     write_outputs(result.images, args.output, args.output_group, args.png)
+    if args.dicom:
+        from cmrecon.io.dicom import write_dicom
+        from cmrecon.io.mrdfile import read_header_xml
+        name = Path(args.chain_file).stem if args.chain_file else args.chain
+        paths = write_dicom(result.images, args.dicom, read_header_xml(args.input, args.input_group), name)
+        print(f"wrote {len(paths)} DICOM files to {args.dicom}", file=sys.stderr)
     print(f"replay: sent {result.sent} items, received {len(result.images)} images", file=sys.stderr)
-    if result.images and not (args.output or args.png):
+    if result.images and not (args.output or args.png or args.dicom):
         print("replay: images not written (give -o FILE.h5 and/or --png DIR)", file=sys.stderr)
     return 0
 
@@ -172,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-G", "--output-group", help="group name in the output (default: date and time)")
     p.add_argument("--input-group", default="dataset")
     p.add_argument("--png", help="directory for one PNG per image")
+    p.add_argument("--dicom", help="directory for DICOM MR images (one series per image role)")
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("query", help="ask a running server a QUERY (gadgetron::health, "
