@@ -34,7 +34,7 @@ from cmrecon.recon.irpd import IrPdSlice
 from cmrecon.sim.lge import LgeParams, simulate_lge
 
 SEED0 = 91_000
-CHAINS = ("psir_classic", "psir_moco", "psirnet_lge")
+CHAINS = ("psir_classic", "psir_moco", "psirnet_lge", "psir_refine")
 
 
 def case_params(i: int) -> LgeParams:

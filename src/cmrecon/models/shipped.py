@@ -18,7 +18,8 @@ from cmrecon.models.weights import LoadedCheckpoint, WeightsError, load_checkpoi
 
 __all__ = ["SHIPPED", "load_shipped", "resolve_weights", "shipped_path", "weights_dir"]
 
-#: name → {"path": file under weights_dir(), "sha256": expected digest, "config": PSIRNet(**config)}.
+#: name → {"path": file under weights_dir(), "sha256": expected digest, "config": the model's
+#: constructor arguments (PSIRNet or PsirRefine, as the checkpoint's model_class says)}.
 SHIPPED: Dict[str, Dict[str, Any]] = {
     "psirnet_cpu_small": {
         "path": "psirnet_cpu_small.pt",
@@ -27,6 +28,13 @@ SHIPPED: Dict[str, Dict[str, Any]] = {
                    "sens_pools": 3, "eps": 1e-6, "drop_prob": 0.0, "window_px": 7,
                    "reg": 16.0},
         "parameters": 1_963_624,
+        "card": "docs/model_card.md",
+    },
+    "psir_refine_cpu": {
+        "path": "psir_refine_cpu.pt",
+        "sha256": "6d0c342080bc0ca50e2794cfa12b5ab9f0801424a51f2f4f9fbdd8e816b53219",
+        "config": {"chans": 16, "pools": 3, "gain": 2.0, "window_px": 7, "reg": 16.0},
+        "parameters": 481_412,
         "card": "docs/model_card.md",
     },
 }
