@@ -17,6 +17,7 @@ PSIRNet: arXiv 2604.08781; github.com/microsoft/psirnet (MIT).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, List
 
@@ -183,7 +184,7 @@ class PsirRefineParams:
 
 
 _REFINE_CACHE: dict = {}
-_REFINE_LOCK = __import__("threading").Lock()
+_REFINE_LOCK = threading.Lock()
 
 
 def _refine_model(weights: str):

@@ -181,14 +181,7 @@ class Inbox:
 
 def send_error(connection: Any, text: str) -> None:
     """Write an ERROR (8) message: ``uint16 id, uint64 length, text`` on the connection's socket."""
-    _raw_socket(connection).sendall(_encode(P.Error(text)))
-
-
-def _encode(msg: Any) -> bytes:
-    import io
-    buf = io.BytesIO()
-    P.MessageWriter(buf).write(msg)
-    return buf.getvalue()
+    _raw_socket(connection).sendall(P.encode(P.Error(text)))
 
 
 def run_step_on_connection(step_name: str, connection: Any) -> None:
@@ -211,7 +204,7 @@ def run_step_on_connection(step_name: str, connection: Any) -> None:
         header = connection.raw_bytes.header.rstrip(b"\x00")
         inbox = Inbox(sock.makefile("rb"))
         for item in run_chain(chain, header, inbox.items(), log):
-            sock.sendall(_encode(item))
+            sock.sendall(P.encode(item))
         inbox.done.set()
     except (StepFailure, CmreconError) as exc:
         _fail(sock, inbox, str(exc) if isinstance(exc, StepFailure) else f"step '{step_name}': {exc}", exc)
@@ -227,7 +220,7 @@ def _fail(sock: socket.socket, inbox: Inbox | None, message: str, exc: BaseExcep
         inbox.done.set()  # Gadgetron may close as soon as it reads ERROR: that is not a loss
     (log.exception if trace else log.error)("%s", message)
     try:
-        sock.sendall(_encode(P.Error(message)))
+        sock.sendall(P.encode(P.Error(message)))
     except OSError as send_exc:
         _die(EXIT_CONNECTION_LOST, f"could not send ERROR to Gadgetron ({send_exc}): {message}")
     raise SystemExit(EXIT_STEP_FAILED) from exc

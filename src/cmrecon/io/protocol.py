@@ -323,3 +323,10 @@ class MessageWriter:
 
     def flush(self) -> None:
         self._stream.flush()
+
+
+def encode(msg: Message) -> bytes:
+    """The bytes of one message on the wire (:meth:`MessageWriter.write` into memory)."""
+    buf = io.BytesIO()
+    MessageWriter(buf).write(msg)
+    return buf.getvalue()

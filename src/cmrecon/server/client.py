@@ -195,7 +195,4 @@ def replay_in_process(path: str | Path, chain: Chain | str, *, group: str = "dat
 def _wire_copy(item: object) -> object:
     """Round-trip an item through the wire encoding, as the TCP path does."""
     import io
-    buf = io.BytesIO()
-    P.MessageWriter(buf).write(item)
-    buf.seek(0)
-    return P.MessageReader(buf).read()
+    return P.MessageReader(io.BytesIO(P.encode(item))).read()
