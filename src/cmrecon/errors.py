@@ -9,6 +9,10 @@ class ProtocolError(CmreconError):
     """A malformed, truncated, oversized or unexpected MRD stream message."""
 
 
+class InputError(CmreconError):
+    """Data that no step should see: non-finite samples. Named by the readout, not by a step."""
+
+
 class ChainError(CmreconError):
     """A chain definition that cannot be loaded: unknown chain, unknown step, bad parameter."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ismrmrd
 import pytest
 
 from cmrecon.chain.definition import chains_dir, list_chains, load_file, load_xml, load_yaml, resolve, to_xml
@@ -152,3 +153,21 @@ def test_running_a_chain_leaves_the_callers_readouts_untouched():
     assert all(a.data.tobytes() == b.data.tobytes() for a, b in zip(items, before))
     second = [im.data for im in run_chain(resolve("psir_classic"), read_header_xml(h5), items)]
     assert all((a == b).all() for a, b in zip(first, second))
+
+
+def test_a_non_finite_readout_is_refused_naming_it_not_blamed_on_a_step():
+    """One NaN sample used to give an all-NaN fft_rss image without a word."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from cmrecon.chain.runner import run_chain
+    from cmrecon.errors import InputError
+    from cmrecon.io.mrdfile import iter_items, read_header_xml
+    h5 = Path(__file__).resolve().parents[1] / "data" / "sim_lge_full.h5"
+    items = list(iter_items(h5))
+    imaging = [a for a in items if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    imaging[5].data[2, 7] = np.nan
+    with pytest.raises(InputError, match=rf"scan_counter={imaging[5].scan_counter} .* 1 non-finite "
+                                         r"sample\(s\), the first in channel 2 at sample 7"):
+        list(run_chain(resolve("fft_rss"), read_header_xml(h5), items))

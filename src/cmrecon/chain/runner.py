@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import ismrmrd
+import numpy as np
 
 from cmrecon.chain.definition import Chain
 from cmrecon.chain.registry import Item, StepContext, get_step
-from cmrecon.errors import CmreconError, StepError
+from cmrecon.errors import CmreconError, InputError, ProtocolError, StepError
 from cmrecon.threads import limit_blas_threads
 
 MRD_OUTPUT_TYPES = (ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform)
@@ -33,12 +34,32 @@ def _guard(name: str, stage: Iterator[Item]) -> Iterator[Item]:
     """Re-raise anything a stage raises as :class:`StepFailure` naming it (once, innermost wins)."""
     try:
         yield from stage
-    except StepFailure:
+    except (StepFailure, InputError, ProtocolError):   # the stream's own fault, not this step's
         raise
     except GeneratorExit:
         raise
     except Exception as exc:
         raise StepFailure(name, exc) from exc
+
+
+def finite_readouts(items: Iterable[Item]) -> Iterator[Item]:
+    """Pass items on; an acquisition with a NaN or infinite sample is an :class:`InputError`.
+
+    One NaN readout made an all-NaN ``fft_rss`` image, one NaN noise readout constant PSIR
+    images: refused here, before any step, with the readout named.
+    """
+    for item in items:
+        if isinstance(item, ismrmrd.Acquisition):
+            data = np.asarray(item.data)
+            if not np.isfinite(data).all():
+                bad = np.argwhere(~np.isfinite(data))
+                idx = item.idx
+                kind = "noise " if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) else ""
+                raise InputError(
+                    f"{kind}readout scan_counter={item.scan_counter} (slice {idx.slice}, set "
+                    f"{idx.set}, line {idx.kspace_encode_step_1}) has {len(bad)} non-finite "
+                    f"sample(s), the first in channel {bad[0][0]} at sample {bad[0][1]}")
+        yield item
 
 
 def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
@@ -63,7 +84,7 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
     """
     limit_blas_threads()
     ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"))
-    stream: Iterator[Item] = iter(items)
+    stream: Iterator[Item] = finite_readouts(items)
     for step in chain.steps:
         spec = get_step(step.name)
         stream = _guard(step.name, spec.fn(stream, step.params, ctx))
