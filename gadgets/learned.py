@@ -99,13 +99,11 @@ def _load_model(weights: str, device: str, preset: str = "published", sha256: st
 def _classical_fallback(sl, params, reason: str):
     """The slice with the classical PSIR of its key-frame repeat (GRAPPA, Kellman), and why."""
     from cmrecon.recon import irpd
-    from cmrecon.recon.psir import psir as psir_fn
+    from cmrecon_gadgets.lge_steps import PsirParams, classical_psir
     ir, pd = irpd.unfold_slice(sl)
     k = irpd.choose_repeat(ir, params.repeat, params.roi_fraction, f"slice {sl.slice}: psirnet_recon")
-    from cmrecon_gadgets.lge_steps import PsirParams
     p = PsirParams()   # exactly what psir_classic's psir step does
-    res = psir_fn(ir[k], pd[k], window_px=p.window_px, noise_sigma=p.noise_sigma, t=p.t_sigma,
-                  hanning_fraction=p.hanning_fraction)
+    res = classical_psir(ir[k], pd[k], p)
     info = dict(sl.info, psir_noise_sigma=p.noise_sigma, fallback=f"classical PSIR: {reason}")
     return sl.replace(psir=res, psir_pd=pd[k], ir_kspace=None, pd_kspace=None,
                       kind="repeats", used=(int(k),), ref_index=int(k), info=info)

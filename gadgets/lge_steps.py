@@ -306,6 +306,13 @@ class PsirParams:
         "doc": "use the PSIRNet head (unfiltered PD phase) instead of Kellman's filtered phase"})
 
 
+def classical_psir(ir: np.ndarray, pd: np.ndarray, params: PsirParams):
+    """Kellman PSIR of one ``(y, x)`` IR/PD pair with the psir step's parameters."""
+    return psir_fn(ir, pd, window_px=params.window_px, noise_sigma=params.noise_sigma,
+                   t=params.t_sigma, hanning_fraction=params.hanning_fraction,
+                   psirnet_compatible=params.psirnet_compatible)
+
+
 @register("psir", PsirParams, mrd_output=False)
 def psir(items: Iterator[Item], params: PsirParams, ctx: StepContext) -> Iterator[Item]:
     """Surface-coil-corrected PSIR and MagIR (Kellman 2002) from one repeat or the averaged IR/PD pair."""
@@ -322,9 +329,7 @@ def psir(items: Iterator[Item], params: PsirParams, ctx: StepContext) -> Iterato
         else:
             ir, pd, used, ref = item.ir[0], item.pd[0], item.used, item.ref_index
         try:
-            res = psir_fn(ir, pd, window_px=params.window_px, noise_sigma=params.noise_sigma,
-                          t=params.t_sigma, hanning_fraction=params.hanning_fraction,
-                          psirnet_compatible=params.psirnet_compatible)
+            res = classical_psir(ir, pd, params)
         except ValueError as exc:
             raise StepError(f"slice {item.slice}: psir failed: {exc}") from exc
         info = dict(item.info, psir_noise_sigma=params.noise_sigma)

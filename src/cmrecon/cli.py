@@ -71,7 +71,7 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_output_paths(output: str | None, png_dir: str | None) -> None:
+def check_output_paths(output: str | None, png_dir: str | None, dicom_dir: str | None = None) -> None:
     """Refuse an output whose folder does not exist before any reconstruction runs."""
     if output:
         parent = Path(output).resolve().parent
@@ -79,17 +79,16 @@ def check_output_paths(output: str | None, png_dir: str | None) -> None:
             raise CmreconError(f"-o {output}: folder {parent} does not exist")
         if Path(output).is_dir():
             raise CmreconError(f"-o {output} is a folder; give an HDF5 file name")
-    if png_dir and Path(png_dir).exists() and not Path(png_dir).is_dir():
-        raise CmreconError(f"--png {png_dir} exists and is not a folder")
+    for flag, folder in (("--png", png_dir), ("--dicom", dicom_dir)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise CmreconError(f"{flag} {folder} exists and is not a folder")
 
 
 def _replay(args: argparse.Namespace) -> int:
     from cmrecon.server.client import replay_in_process, replay_remote
     if not Path(args.input).is_file():
         raise CmreconError(f"-i {args.input}: no such file")
-    check_output_paths(args.output, args.png)
-    if args.dicom and Path(args.dicom).exists() and not Path(args.dicom).is_dir():
-        raise CmreconError(f"--dicom {args.dicom} exists and is not a folder")
+    check_output_paths(args.output, args.png, args.dicom)
     if args.in_process:
         if args.chain_file:
             from cmrecon.chain.definition import load_file

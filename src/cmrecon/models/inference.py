@@ -121,28 +121,6 @@ def _warm_up(entry: CachedModel) -> None:
         entry.model(*(t.to(entry.device) for t in (k, k, mask, maps)))
 
 
-def _load_scripted(path: Path, expected: str | None, preset: str, dev: torch.device):
-    """A TorchScript PSIRNet (the published file) after its digest is checked."""
-    from cmrecon.models.psirnet import PRESETS
-    from cmrecon.models.weights import (ChecksumMismatchError, LoadedCheckpoint, WeightsError,
-                                        file_sha256, load_published, sidecar_path)
-    if preset not in PRESETS:
-        raise WeightsError(f"preset {preset!r} is unknown; known: {', '.join(sorted(PRESETS))}")
-    side = sidecar_path(path)
-    if not expected and side.is_file():
-        expected = side.read_text().split()[0].lower()
-    if not expected:
-        raise WeightsError(f"TorchScript weights {path.name}: pin their sha256 (psirnet_recon "
-                           f"weights_sha256, or a {side.name} sidecar) before they are loaded")
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ChecksumMismatchError(f"TorchScript weights {path.name} have sha256 {actual}, "
-                                    f"expected {expected}")
-    config = dict(PRESETS[preset])
-    model = load_published(path, map_location=dev, config=config)
-    return LoadedCheckpoint(model=model, config=model.model_config(), metrics={}, sha256=actual)
-
-
 def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: str = "published",
               sha256: str = "") -> CachedModel:
     """The process-wide model for ``weights`` on ``device``, loaded once (thread-safe).
@@ -175,7 +153,7 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
         Unknown name, missing file, digest mismatch.
     """
     from cmrecon.models.shipped import resolve_weights
-    from cmrecon.models.weights import is_torchscript, load_checkpoint
+    from cmrecon.models.weights import is_torchscript, load_checkpoint, load_published_verified
 
     from cmrecon.threads import limit_torch_threads
     limit_torch_threads()   # CMRECON_TORCH_THREADS (default 1), once per process
@@ -187,7 +165,7 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
         entry = _CACHE.get(key)
         if entry is not None:
             return entry
-        loaded = (_load_scripted(path, expected, preset, dev) if is_torchscript(path)
+        loaded = (load_published_verified(path, expected, preset, dev) if is_torchscript(path)
                   else load_checkpoint(path, expected_sha256=expected, map_location=dev))
         entry = CachedModel(model=loaded.model.eval(), device=dev, weights=str(weights),
                             path=path, sha256=loaded.sha256, config=dict(loaded.config),

@@ -196,6 +196,36 @@ def load_published(path: PathLike, map_location: MapLocation = "cpu",
     return model
 
 
+def load_published_verified(path: PathLike, expected_sha256: Optional[str], preset: str = "published",
+                            map_location: MapLocation = "cpu") -> LoadedCheckpoint:
+    """A TorchScript PSIRNet (the published file) loaded only after its digest is checked.
+
+    The digest is ``expected_sha256`` or, failing that, the ``.sha256`` sidecar; without either
+    the file is refused (nothing is deserialised before it is verified).
+
+    Raises
+    ------
+    WeightsError
+        Unknown preset, or no digest to check against.
+    ChecksumMismatchError
+        The file's sha256 differs.
+    """
+    from cmrecon.models.psirnet import PRESETS
+    path = _require_file(path)
+    if preset not in PRESETS:
+        raise WeightsError(f"preset {preset!r} is unknown; known: {', '.join(sorted(PRESETS))}")
+    expected = (expected_sha256 or "").lower() or _read_sidecar(path)
+    if not expected:
+        raise WeightsError(f"TorchScript weights {path.name}: pin their sha256 (psirnet_recon "
+                           f"weights_sha256, or a {sidecar_path(path).name} sidecar) before they are loaded")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ChecksumMismatchError(f"TorchScript weights {path.name} have sha256 {actual}, "
+                                    f"expected {expected}")
+    model = load_published(path, map_location=map_location, config=dict(PRESETS[preset]))
+    return LoadedCheckpoint(model=model, config=model.model_config(), metrics={}, sha256=actual)
+
+
 def is_torchscript(path: PathLike) -> bool:
     """True when ``path`` is a TorchScript archive (a zip holding ``constants.pkl`` and ``code/``)."""
     import zipfile

@@ -15,12 +15,12 @@ from pathlib import Path
 def _run_import(args: argparse.Namespace) -> int:
     import torch
 
-    from cmrecon.models.inference import _load_scripted
-    from cmrecon.models.weights import WeightsError, is_torchscript, save_checkpoint
+    from cmrecon.models.weights import (WeightsError, is_torchscript, load_published_verified,
+                                        save_checkpoint)
     src = Path(args.input)
     if not is_torchscript(src):
         raise WeightsError(f"{src} is not a TorchScript archive")
-    loaded = _load_scripted(src, (args.sha256 or "").lower() or None, args.preset, torch.device("cpu"))
+    loaded = load_published_verified(src, args.sha256 or None, args.preset, torch.device("cpu"))
     digest = save_checkpoint(args.output, loaded.model, loaded.config,
                              {"source": src.name, "source_sha256": loaded.sha256, "preset": args.preset})
     print(f"wrote {args.output} (sha256 {digest}) from {src.name} (sha256 {loaded.sha256}); "
