@@ -42,7 +42,8 @@ DATA = ROOT / "tests" / "data"
 #: chain → recorded stream it is checked on
 STREAMS = {"fft_rss": "sim_lge_full.h5", "passthrough": "sim_lge_full.h5",
            "psir_classic": "sim_lge_r2_embedded.h5", "psir_moco": "sim_lge_r2_embedded.h5",
-           "psir_average": "sim_lge_r2_embedded.h5", "psirnet_lge": "sim_lge_r2_embedded.h5"}
+           "psir_average": "sim_lge_r2_embedded.h5", "psirnet_lge": "sim_lge_r2_embedded.h5",
+           "psir_refine": "sim_lge_r2_embedded.h5"}
 
 
 def free_port() -> int:
