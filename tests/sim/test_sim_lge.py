@@ -10,7 +10,9 @@ from cmrecon.io.mrdfile import write_dataset
 from cmrecon.recon.fft import ifft2c
 from cmrecon.recon.noise import noise_covariance, prewhiten, prewhitening_matrix
 from cmrecon.sim import phantom as ph
-from cmrecon.sim.lge import LgeParams, SimParamError, sampling_pattern, simulate_lge
+from cmrecon.sim.lge import LgeParams, SimParamError, simulate_lge
+from cmrecon.sim.motion import breathing_motion, key_repeat
+from cmrecon.sim.sampling import sampling_pattern
 
 # noise-free float32 chain (FFT, 8×8 complex64 prewhitening, combination): relative error
 TOL_EXACT = 2e-6
@@ -195,7 +197,6 @@ def test_bad_parameters_name_the_field():
 
 
 def test_key_repeat_is_the_medoid_of_the_displacements():
-    from cmrecon.sim.lge import key_repeat
     d = np.array([[0.0, 0.1], [0.0, 6.0], [0.1, 0.3], [0.0, 0.2], [0.2, 12.0]])
     # median distance to the others: repeat 3 (0.2 mm from 0.1 and 0.3) is the most central
     assert key_repeat(d) == 3
@@ -207,10 +208,9 @@ def test_breathing_dwells_at_end_expiration_unless_two_sided(model, near_min, ne
     """cos⁶ breathing: P(|d| < 0.2·a) = P(cos⁶(πu) < 0.2) = 1 − 2·acos(0.2^⅙)/π = 0.555, times
     0.92 (no deep breath) = 0.51, blurred by the 0.05·a / 0.1·a jitter (512 draws: ±0.05);
     two-sided: |N(1, 0.53)| < 0.2 has p ≈ 0.07."""
-    from cmrecon.sim.lge import _motion
     p = replace(BASE, repeats=64, resp_amplitude_mm=10.0, breathing=model)
     rng = np.random.default_rng(3)
-    d = np.concatenate([_motion(rng, p, (2.0, 2.0))[:, 0] for _ in range(8)])   # (512, 2) mm
+    d = np.concatenate([breathing_motion(rng, p.repeats, p.resp_amplitude_mm, model)[:, 0] for _ in range(8)])   # (512, 2) mm
     near = float(np.mean(np.hypot(d[:, 0], d[:, 1]) < 0.2 * p.resp_amplitude_mm))
     assert near_min <= near <= near_max, near
     if model == "end_expiration":   # one-sided: the excursion never goes far past the baseline
@@ -225,7 +225,6 @@ def test_truth_lives_in_the_key_repeats_frame():
     case = simulate_lge(p)
     t = case.truth
     key = int(t["key_repeat"][0])
-    from cmrecon.sim.lge import key_repeat
     assert key == key_repeat(t["motion_mm"][0][:, 0])
     w = prewhitening_matrix(t["psi"])
     n_ro = p.matrix[0]

@@ -1,7 +1,7 @@
 """The recorded CI streams in tests/data are reproduced bit for bit by the simulator.
 
 Bit for bit across machines because the simulator mixes coils with
-:func:`cmrecon.sim.lge.mix_coils` (elementwise float64, no BLAS: a BLAS gemm picks its kernel by
+:func:`cmrecon.sim.kspace.mix_coils` (elementwise float64, no BLAS: a BLAS gemm picks its kernel by
 CPU model, and the first recorded files failed on another CPU by 1.5e-7 of the peak). numpy's
 transcendental ufuncs (exp, sin, cos) still round differently on x86 CPUs without AVX2.
 """
@@ -50,7 +50,7 @@ def test_recorded_case_is_reproduced(name):
 
 def test_coil_mixing_matches_matmul_and_ignores_the_blas_kernel():
     """mix_coils is ``matrix @ x`` to float64 rounding, and does not call BLAS at all."""
-    from cmrecon.sim.lge import mix_coils
+    from cmrecon.sim.kspace import mix_coils
 
     rng = np.random.default_rng(5)
     m = rng.standard_normal((6, 6)) + 1j * rng.standard_normal((6, 6))
@@ -59,7 +59,7 @@ def test_coil_mixing_matches_matmul_and_ignores_the_blas_kernel():
     np.testing.assert_allclose(mix_coils(m, x), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
     with pytest.raises(ValueError, match="does not apply"):
         mix_coils(m, x[:5])
-    probe = ("import numpy as np, hashlib; from cmrecon.sim.lge import mix_coils; "
+    probe = ("import numpy as np, hashlib; from cmrecon.sim.kspace import mix_coils; "
              "r = np.random.default_rng(1); m = r.standard_normal((16, 16)) + 1j * r.standard_normal((16, 16)); "
              "x = r.standard_normal((16, 5000)) + 1j * r.standard_normal((16, 5000)); "
              "print(hashlib.sha256(mix_coils(m, x).tobytes()).hexdigest())")

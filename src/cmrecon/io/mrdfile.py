@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Any, Iterable, Iterator, Union
 
 import h5py
 import ismrmrd
@@ -103,6 +103,31 @@ def iter_items(path: str | Path, group: str = "dataset") -> Iterator[RawItem]:
         while pending_wav is not None:
             yield _wav_from_row(pending_wav)
             pending_wav = next(wavs, None)
+
+
+def make_acquisition(data: np.ndarray, flags: Iterable[int] = (), idx: dict[str, int] | None = None,
+                     **head: Any) -> ismrmrd.Acquisition:
+    """An acquisition holding ``data``, with the given header fields, encoding counters and flags.
+
+    Parameters
+    ----------
+    data : (channels, samples) complex64 readout.
+    flags : ``ismrmrd.ACQ_*`` flags to set.
+    idx : encoding counters by name (``kspace_encode_step_1``, ``set``, ``slice``, ``average``...).
+    **head : other header fields by name; a vector field (``position``, ``read_dir``,
+        ``physiology_time_stamp``, ``user_float``...) takes a sequence that fills its first entries.
+    """
+    acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(data, np.complex64))
+    for name, value in head.items():
+        if np.ndim(value):
+            getattr(acq, name)[:len(value)] = value
+        else:
+            setattr(acq, name, value)
+    for name, value in (idx or {}).items():
+        setattr(acq.idx, name, value)
+    for flag in flags:
+        acq.set_flag(flag)
+    return acq
 
 
 def write_dataset(path: str | Path, header_xml: str | bytes, items: Iterable[RawItem],

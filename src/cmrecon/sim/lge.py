@@ -44,31 +44,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 import ismrmrd
-import ismrmrd.xsd as xsd
 import numpy as np
 
+from cmrecon.axes import centre_crop
 from cmrecon.errors import CmreconError
-from cmrecon.io.header import schema_version
-from cmrecon.recon.fft import fft2c, ifft2c
+from cmrecon.recon.fft import ifft2c
 from cmrecon.recon.noise import prewhitening_matrix
 from cmrecon.sim import coils as coil_mod
 from cmrecon.sim import phantom as ph
+from cmrecon.sim.header import make_header, slice_geometry
+from cmrecon.sim.kspace import kspace_lines, mix_coils, tissue_objects
+from cmrecon.sim.motion import BREATHING_MODELS, breathing_motion, key_repeat
+from cmrecon.sim.sampling import PARTIAL_FOURIER_CHOICES, Sampling, line_signals, sampling_pattern
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
+from cmrecon.sim.stream import heartbeat_readouts, noise_readouts
 
-__all__ = ["LgeParams", "SimCase", "SimParamError", "Sampling", "sampling_pattern",
-           "simulate_lge", "make_header", "key_repeat", "TICK_MS", "PARTIAL_FOURIER_CHOICES",
-           "BREATHING_MODELS"]
-
-#: Siemens/ISMRMRD time-stamp tick, ms.
-TICK_MS = 2.5
-#: Fine-grid points per pixel side of the band-limited object (phantom.bandlimited_fractions):
-#: a 1 mm sub-pixel move then matches the Fourier shift of the object to ~2 % in the heart
-#: (box-integrated pixels: 13 %, which no registration could undo).
-BANDLIMIT_SUPERSAMPLE = 6
-#: Respiratory motion models (:func:`_motion`).
-BREATHING_MODELS = ("end_expiration", "two_sided")
-#: Allowed partial-Fourier fractions along PE.
-PARTIAL_FOURIER_CHOICES = (1.0, 7.0 / 8.0, 6.0 / 8.0)
+__all__ = ["LgeParams", "SimCase", "SimParamError", "simulate_lge"]
 
 
 class SimParamError(CmreconError, ValueError):
@@ -199,6 +190,11 @@ class LgeParams:
         return self.matrix[0] * self.readout_oversampling
 
     @property
+    def pixel_mm(self) -> tuple[float, float]:
+        """(dx, dy) pixel size of the reconstructed matrix, mm."""
+        return self.fov_mm[0] / self.matrix[0], self.fov_mm[1] / self.matrix[1]
+
+    @property
     def sample_time_us(self) -> float:
         """Dwell time per readout sample, µs."""
         return 1e6 / (self.bandwidth_hz_per_px * self.n_ro_os)
@@ -206,55 +202,6 @@ class LgeParams:
     def to_json(self) -> str:
         """Parameters as a JSON object string (stored in the header's userParameters)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Phase-encode lines of the protocol (indices into the full PE matrix).
-
-    Attributes
-    ----------
-    centre : k-space centre line ``n_pe // 2``.
-    first : first line inside the partial-Fourier range.
-    imaging : lines used for imaging (every R-th through the centre).
-    acs : calibration lines (empty for R = 1).
-    shot : lines of each IR/PD shot, in acquisition (linear, ascending) order.
-    acs_shot : lines of the separate ACS shot (empty unless acs_mode = "separate").
-    """
-
-    centre: int
-    first: int
-    imaging: tuple[int, ...]
-    acs: tuple[int, ...]
-    shot: tuple[int, ...]
-    acs_shot: tuple[int, ...]
-
-
-def sampling_pattern(n_pe: int, acceleration: int, acs_lines: int, acs_mode: str,
-                     partial_fourier: float) -> Sampling:
-    """Lines of an R-fold undersampled, partial-Fourier Cartesian acquisition with ACS.
-
-    Parameters
-    ----------
-    n_pe : phase-encode matrix.
-    acceleration : R; line k is an imaging line when ``(k − n_pe//2) % R == 0``.
-    acs_lines : number of contiguous calibration lines centred on ``n_pe // 2``
-        (``[c − acs/2, c + acs/2)``), clipped to the partial-Fourier range; unused for R = 1.
-    acs_mode : "embedded" or "separate".
-    partial_fourier : fraction of the PE lines acquired; the first ``n_pe − round(pf·n_pe)``
-        lines are omitted.
-    """
-    c = n_pe // 2
-    first = n_pe - int(round(partial_fourier * n_pe))
-    imaging = tuple(k for k in range(first, n_pe) if (k - c) % acceleration == 0)
-    acs: tuple[int, ...] = ()
-    if acceleration > 1:
-        acs = tuple(range(max(first, c - acs_lines // 2), min(n_pe, c - acs_lines // 2 + acs_lines)))
-    if acs_mode == "embedded":
-        shot, acs_shot = tuple(sorted(set(imaging) | set(acs))), ()
-    else:
-        shot, acs_shot = imaging, acs
-    return Sampling(c, first, imaging, acs, shot, acs_shot)
 
 
 @dataclass
@@ -277,260 +224,132 @@ class SimCase:
     truth: dict
 
 
-# ----------------------------------------------------------------------------- header
-def _slice_geometry(p: LgeParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Unit read/phase/slice directions (patient LPS) and per-slice centre positions (mm).
+@dataclass(frozen=True)
+class _Slice:
+    """What is drawn for one slice, on the simulator's oversampled ``(RO_os, PE)`` grid.
 
-    A typical short-axis orientation: the slice normal points base → apex (patient left,
-    anterior, inferior); slices are spaced ``thickness + 2`` mm along it, slice 0 basal.
+    Attributes
+    ----------
+    anatomy : the slice's anatomy (the subject's body wall, thorax, lungs and aorta).
+    sens_phase : (coils, RO_os, PE) complex64, ``C_c · e^{iφ_b}``.
+    maps : (coils, RO_os, PE) complex64, true prewhitened maps ``W·C / RSS(W·C)``.
+    phase : (RO_os, PE) float, background phase φ_b, rad.
+    motion_mm : (repeats, 2 sets, 2 (dx, dy)) float64, heart displacement in each heartbeat.
+    wall : share of the heart's displacement the body wall follows.
+    key : the key repeat (medoid of the IR displacements), the truth's frame.
     """
-    n = np.array([0.6, -0.45, -0.65])
-    n /= np.linalg.norm(n)
-    r = np.cross(n, [0.0, 0.0, 1.0])
-    r /= np.linalg.norm(r)
-    q = np.cross(n, r)
-    spacing = p.slice_thickness_mm + 2.0
-    centre = np.array([35.0, 10.0, 15.0])
-    pos = centre[None, :] + (np.arange(p.slices) - (p.slices - 1) / 2)[:, None] * spacing * n[None, :]
-    return r, q, n, pos
+
+    anatomy: ph.Anatomy
+    sens_phase: np.ndarray
+    maps: np.ndarray
+    phase: np.ndarray
+    motion_mm: np.ndarray
+    wall: float
+    key: int
 
 
-def make_header(p: LgeParams, sampling: Sampling, measurement_id: str | None = None) -> str:
-    """ISMRMRD XML header of a case (ismrmrd.xsd classes).
+def _shot_timing(p: LgeParams, smp: Sampling) -> tuple[SequenceTiming, float]:
+    """Sequence timing of the IR/PD shots and the trigger delay of their centre line, ms.
 
-    Encoded space ``(os·n_ro, n_pe, 1)`` over ``(os·fov_ro, fov_pe, thickness)``; recon space
-    ``(n_ro, n_pe, 1)``; ``kspace_encoding_step_1`` limits (first sampled line, n_pe − 1,
-    n_pe // 2); set 0..1 (IR, PD); average 0..repeats−1; slice 0..slices−1.
+    The centre line is read in mid-diastole (72 % of RR) unless the shot would then end less
+    than 15 ms before the next R wave.
+
+    Raises
+    ------
+    SimParamError
+        When the timing does not fit (shot longer than the diastolic window, TI too long).
     """
+    rr = p.rr_ms
+    ci = int(np.searchsorted(smp.shot, smp.centre))
+    try:
+        timing = SequenceTiming(rr_ms=rr, ti_ms=p.ti_ms, tr_ms=p.tr_ms, n_lines=len(smp.shot),
+                                centre_index=ci, alpha_ir_deg=p.flip_ir_deg, alpha_pd_deg=p.flip_pd_deg)
+    except ValueError as exc:
+        raise SimParamError(f"LgeParams.ti_ms = {p.ti_ms}, heart_rate_bpm = {p.heart_rate_bpm}: "
+                            f"timing does not fit: {exc}") from exc
+    td_centre = min(0.72 * rr, rr - (len(smp.shot) - ci) * p.tr_ms - 15.0)
+    if td_centre - p.ti_ms < 10.0 or td_centre - ci * p.tr_ms < 30.0:
+        raise SimParamError(f"LgeParams.ti_ms = {p.ti_ms} with a {len(smp.shot)}-line shot does not fit in "
+                            f"RR {rr:.0f} ms (heart_rate_bpm = {p.heart_rate_bpm})")
+    return timing, td_centre
+
+
+def _complex_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Circular complex Gaussian samples of unit variance, complex128."""
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
+
+
+def _draw_slice(rng: np.random.Generator, p: LgeParams, s: int, subject: ph.Anatomy,
+                array: coil_mod.CoilArray, whiten: np.ndarray) -> _Slice:
+    """Draw slice ``s``: its heart inside the subject's body, coils, background phase, breathing."""
+    sp = 0.15 + 0.7 * s / max(p.slices - 1, 1) if p.slices > 1 else 0.5
+    an = dataclasses.replace(ph.random_anatomy(rng, p.fov_mm, sp), rotation_deg=subject.rotation_deg,
+                             body=subject.body, body_inner=subject.body_inner, thorax=subject.thorax,
+                             lungs=subject.lungs, aorta=subject.aorta)
     n_ro, n_pe = p.matrix
-    os_ = p.readout_oversampling
-    h = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(
-        H1resonanceFrequency_Hz=int(round(42.577478e6 * p.field_t))))
-    h.version = schema_version()  # what a Gadgetron on the same ISMRMRD release expects
-    h.measurementInformation = xsd.measurementInformationType(
-        measurementID=measurement_id or f"cmrecon_sim_{p.seed}",
-        patientPosition=xsd.patientPositionType.HFS,
-        protocolName="cmrecon_sim_lge_psir",
-        sequenceName="tfi_psir",
-        seriesDescription="simulated free-breathing single-shot bSSFP PSIR LGE (IR set 0, PD set 1)")
-    h.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemVendor="cmrecon", systemModel="simulator", systemFieldStrength_T=float(p.field_t),
-        relativeReceiverNoiseBandwidth=1.0, receiverChannels=int(p.coils))
-    def lim(lo: int, hi: int, c: int) -> xsd.limitType:
-        return xsd.limitType(minimum=lo, maximum=hi, center=c)
-
-    mode = {"embedded": xsd.calibrationModeType.EMBEDDED,
-            "separate": xsd.calibrationModeType.SEPARATE}[p.acs_mode]
-    enc = xsd.encodingType(
-        encodedSpace=xsd.encodingSpaceType(
-            matrixSize=xsd.matrixSizeType(x=n_ro * os_, y=n_pe, z=1),
-            fieldOfView_mm=xsd.fieldOfViewMm(x=p.fov_mm[0] * os_, y=p.fov_mm[1], z=p.slice_thickness_mm)),
-        reconSpace=xsd.encodingSpaceType(
-            matrixSize=xsd.matrixSizeType(x=n_ro, y=n_pe, z=1),
-            fieldOfView_mm=xsd.fieldOfViewMm(x=p.fov_mm[0], y=p.fov_mm[1], z=p.slice_thickness_mm)),
-        encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_0=lim(0, n_ro * os_ - 1, n_ro * os_ // 2),
-            kspace_encoding_step_1=lim(min(sampling.shot + sampling.acs_shot), n_pe - 1, sampling.centre),
-            kspace_encoding_step_2=lim(0, 0, 0),
-            average=lim(0, p.repeats - 1 if p.repeat_counter == "average" else 0, 0),
-            slice=lim(0, p.slices - 1, 0), contrast=lim(0, 0, 0), phase=lim(0, 0, 0),
-            repetition=lim(0, p.repeats - 1 if p.repeat_counter == "repetition" else 0, 0),
-            set=lim(0, 1, 0), segment=lim(0, 0, 0)),
-        trajectory=xsd.trajectoryType.CARTESIAN,
-        parallelImaging=xsd.parallelImagingType(
-            accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=p.acceleration,
-                                                          kspace_encoding_step_2=1),
-            calibrationMode=mode if p.acceleration > 1 else xsd.calibrationModeType.OTHER))
-    enc.echoTrainLength = len(sampling.shot)
-    h.encoding.append(enc)
-    h.sequenceParameters = xsd.sequenceParametersType(
-        TR=[p.tr_ms], TE=[p.tr_ms / 2], TI=[p.ti_ms],
-        flipAngle_deg=[p.flip_ir_deg, p.flip_pd_deg], sequence_type="TrueFISP",
-        echo_spacing=[p.tr_ms])
-    up = xsd.userParametersType()
-    up.userParameterDouble.append(xsd.userParameterDoubleType(name="RR_ms", value=p.rr_ms))
-    up.userParameterDouble.append(xsd.userParameterDoubleType(name="partial_fourier", value=p.partial_fourier))
-    up.userParameterDouble.append(xsd.userParameterDoubleType(name="snr_pd_blood", value=p.snr))
-    up.userParameterLong.append(xsd.userParameterLongType(name="readout_oversampling", value=p.readout_oversampling))
-    up.userParameterLong.append(xsd.userParameterLongType(name="seed", value=p.seed))
-    up.userParameterString.append(xsd.userParameterStringType(name="repeat_counter", value=p.repeat_counter))
-    up.userParameterString.append(xsd.userParameterStringType(name="set_meaning", value="0=IR,1=PD"))
-    up.userParameterString.append(xsd.userParameterStringType(name="cmrecon_sim_params", value=p.to_json()))
-    h.userParameters = up
-    return xsd.ToXML(h)
+    grid_os, fov_os = (p.n_ro_os, n_pe), (p.fov_mm[0] * p.readout_oversampling, p.fov_mm[1])
+    z_off = (s - (p.slices - 1) / 2) * (p.slice_thickness_mm + 2.0)
+    arr_s = dataclasses.replace(array, centres=array.centres - np.array([0.0, 0.0, z_off]))
+    sens = coil_mod.coil_maps_on_grid(arr_s, grid_os, fov_os, step=2)
+    body_os = np.zeros(grid_os, bool)
+    body_os[(p.n_ro_os - n_ro) // 2:(p.n_ro_os + n_ro) // 2] = ph.body_mask(ph.rasterize(an, p.matrix, p.fov_mm)[0])
+    sens = coil_mod.extend_outside(coil_mod.normalise_sensitivities(sens, body_os), body_os)
+    phi = coil_mod.background_phase(rng, *ph.pixel_coordinates(grid_os, fov_os), max(fov_os))
+    # true maps after prewhitening, RSS-normalised (what a recon combines prewhitened data with)
+    sens_w = mix_coils(whiten, sens)
+    maps = sens_w / np.maximum(np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0)), 1e-12)
+    motion = breathing_motion(rng, p.repeats, p.resp_amplitude_mm, p.breathing)
+    wall = float(rng.uniform(*p.chest_wall_fraction))
+    return _Slice(an, (sens * np.exp(1j * phi)).astype(np.complex64), maps.astype(np.complex64), phi,
+                  motion, wall, key_repeat(motion[:, 0]))
 
 
-# ----------------------------------------------------------------------------- helpers
-def _class_fractions(label_fractions: np.ndarray) -> np.ndarray:
-    """(N_LABELS, RO, PE) label fractions → (n_tissues, RO, PE) tissue-class fractions."""
-    out = np.zeros((len(TISSUES),) + label_fractions.shape[1:], np.float32)
-    for lab, t in enumerate(ph.LABEL_TO_TISSUE):
-        if t >= 0:
-            out[t] += label_fractions[lab]
-    return out
-
-
-def line_signals(sig_shot: np.ndarray, shot: tuple[int, ...], n_pe: int) -> np.ndarray:
-    """Per-tissue signal for every PE line of the full matrix from the shot's readouts.
-
-    Acquired lines get their own readout's signal exactly; lines skipped by acceleration get
-    the signal linearly interpolated in shot position between their neighbours (the time they
-    would have been read); lines outside the shot (partial Fourier) get the nearest readout's.
+def _slice_truth(p: LgeParams, smp: Sampling, sl: _Slice, obj: np.ndarray, s_ir: np.ndarray,
+                 s_pd: np.ndarray, whiten: np.ndarray, target_scale: np.float32) -> tuple[dict, float]:
+    """Noise-free truth of one slice in its key repeat's frame, scaled to the requested SNR.
 
     Parameters
     ----------
-    sig_shot : (T, n_shot) signals in shot order.
-    shot : (n_shot,) ascending PE line indices.
-    n_pe : PE matrix.
+    obj : (tissues, RO, PE) float32, the object at the key repeat's position.
+    s_ir, s_pd : (tissues, n_shot) signal of each tissue at each readout of the IR / PD shot.
+    whiten : (coils, coils) prewhitening matrix W.
+    target_scale : √K of the MOCO target.
 
     Returns
     -------
-    (T, n_pe) float64
+    The slice's truth arrays (images ``(RO, PE)``, no slice axis) and the object scale that
+    gives the requested SNR.
     """
-    pos = np.interp(np.arange(n_pe), np.asarray(shot, float), np.arange(len(shot), dtype=float))
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, len(shot) - 1)
-    w = pos - lo
-    return sig_shot[:, lo] * (1 - w) + sig_shot[:, hi] * w
+    from cmrecon.recon.psir_head import psirnet_head  # lazy: torch import only when needed
+
+    n_pe = p.matrix[1]
+    d = sl.motion_mm[sl.key, 0]
+    labels, fractions = ph.rasterize(sl.anatomy, p.matrix, p.fov_mm, shift_mm=tuple(d),
+                                     outer_shift_mm=tuple(sl.wall * d))
+    body = ph.body_mask(labels)
+    maps = centre_crop(sl.maps, p.matrix)
+    combined = []
+    for signal in (s_ir, s_pd):
+        k = kspace_lines(obj, sl.sens_phase, line_signals(signal, smp.shot, n_pe), np.arange(n_pe))
+        combined.append(np.sum(np.conj(maps) * centre_crop(ifft2c(mix_coils(whiten, k)), p.matrix), axis=0))
+    pure = fractions[ph.LV_BLOOD] > 0.999
+    if not pure.any():
+        pure = labels == ph.LV_BLOOD
+    scale = p.snr / float(np.mean(np.abs(combined[1][pure])))
+    ir, pd = ((c * scale).astype(np.complex64) for c in combined)
+    ci = int(np.searchsorted(smp.shot, smp.centre))
+    num, den = (np.tensordot(signal[:, ci], obj.astype(np.float64), axes=1) for signal in (s_ir, s_pd))
+    ratio = np.where(body & (den > 1e-6), num / np.where(den > 1e-6, den, 1.0), 0.0)
+    images = {"labels": labels, "ir": ir, "pd": pd, "coil_maps": maps,
+              "background_phase": centre_crop(sl.phase, p.matrix), "psir_ratio": ratio.astype(np.float32),
+              "psir_target": np.asarray(psirnet_head(ir * target_scale, pd * target_scale), np.float32),
+              "heart_mask": ph.heart_mask(labels, p.pixel_mm), "body_mask": body}
+    truth = dict(images)
+    truth.update(motion_mm=sl.motion_mm.astype(np.float32), key_repeat=sl.key,
+                 chest_wall_fraction=sl.wall, snr_scale=scale)
+    return truth, scale
 
 
-def _motion(rng: np.random.Generator, p: LgeParams, pixel_mm: tuple[float, float]) -> np.ndarray:
-    """Respiratory displacements of the heart (repeats, 2 sets, 2 axes (x=RO, y=PE)) in mm.
-
-    Mostly along one in-plane direction (within ±20° of the PE axis, fixed per slice).
-
-    ``end_expiration`` (default): each IR heartbeat falls at a uniformly random phase ``u`` of
-    the breathing cycle, whose excursion from end-expiration is ``a·cos⁶(πu)`` (Lujan et al.
-    1999: the cos^2n model, n = 3, dwells at end-expiration): half of the heartbeats sit
-    within 20 % of ``a`` of it, a third within 10 %; with probability 0.08 a breath is
-    deeper, ``a·U(1.5, 2.5)``. The
-    end-expiratory position itself varies by ``N(0, 0.05·a)`` along the main direction and
-    ``N(0, 0.1·a)`` across it. The PD heartbeat (the next RR) is displaced from its IR by a
-    further ``N(0, 0.1·a)`` per axis.
-
-    ``two_sided`` (the earlier model): ``a·|N(1, 0.53)|`` with a random sign, ×2.5 for a deep
-    breath (p = 0.08), ``N(0, 0.25·a)`` across, PD ``N(0, 0.1·a)`` from its IR: no repeat at 0.
-
-    References
-    ----------
-    Lujan AE, Larsen EW, Balter JM, Ten Haken RK. A method for incorporating organ motion due
-    to breathing into 3D dose calculations. Med Phys 1999;26:715-720.
-    """
-    a = p.resp_amplitude_mm
-    beta = np.deg2rad(90.0 + rng.normal(0.0, 20.0))
-    main = np.array([np.cos(beta), np.sin(beta)])
-    perp = np.array([-main[1], main[0]])
-    out = np.zeros((p.repeats, 2, 2))
-    for n in range(p.repeats):
-        if p.breathing == "two_sided":
-            mag = a * abs(rng.normal(1.0, 0.53)) * rng.choice([-1.0, 1.0])
-            if rng.uniform() < 0.08:
-                mag *= 2.5
-            d = mag * main + rng.normal(0.0, 0.25 * a) * perp
-        else:
-            mag = a * np.cos(np.pi * rng.uniform()) ** 6
-            if rng.uniform() < 0.08:
-                mag = a * rng.uniform(1.5, 2.5)
-            d = (mag + rng.normal(0.0, 0.05 * a)) * main + rng.normal(0.0, 0.1 * a) * perp
-        out[n, 0] = d
-        out[n, 1] = d + rng.normal(0.0, 0.1 * a, 2)
-    return out
-
-
-def key_repeat(displacements_mm: np.ndarray) -> int:
-    """The medoid repeat of the IR displacements: ``argmin_m median_n ||d_m − d_n||``.
-
-    The truth frame: the noise-free counterpart of the key frame a reconstruction picks from
-    its images (:func:`cmrecon.recon.moco.key_frame`, the same criterion on images).
-
-    Parameters
-    ----------
-    displacements_mm : (repeats, 2) float
-        IR heartbeat displacement of each repeat, mm.
-
-    Returns
-    -------
-    int
-    """
-    d = np.asarray(displacements_mm, dtype=np.float64)
-    dist = np.sqrt(((d[:, None, :] - d[None, :, :]) ** 2).sum(axis=-1))
-    return int(np.argmin(np.median(dist, axis=1)))
-
-
-def mix_coils(matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``matrix @ x`` over the coil axis, bit-identical on every CPU.
-
-    A BLAS ``gemm`` picks its kernel (and so its summation order and float rounding) by CPU
-    model, so ``Ψ^½ z`` or ``W s`` differ in the last bits between machines and a recorded
-    stream could not be reproduced bit for bit elsewhere. Here every product and sum is a
-    separate elementwise float64 ufunc on real and imaginary parts, in a fixed order (no
-    reduction, no fused multiply–add), which IEEE 754 makes exact to reproduce.
-
-    Parameters
-    ----------
-    matrix : (C_out, C_in) complex
-    x : (C_in, ...) complex
-
-    Returns
-    -------
-    (C_out, ...) complex128
-    """
-    m = np.asarray(matrix, np.complex128)
-    x = np.asarray(x)
-    if m.ndim != 2 or x.shape[0] != m.shape[1]:
-        raise ValueError(f"mix_coils: matrix {m.shape} does not apply to x {x.shape}")
-    xr = np.ascontiguousarray(x.real, np.float64)
-    xi = np.ascontiguousarray(x.imag, np.float64)
-    out_r = np.zeros((m.shape[0], *x.shape[1:]), np.float64)
-    out_i = np.zeros_like(out_r)
-    tmp = np.empty(x.shape[1:], np.float64)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            a, b = m[i, j].real, m[i, j].imag
-            if a:
-                out_r[i] += np.multiply(a, xr[j], out=tmp)
-                out_i[i] += np.multiply(a, xi[j], out=tmp)
-            if b:
-                out_r[i] -= np.multiply(b, xi[j], out=tmp)
-                out_i[i] += np.multiply(b, xr[j], out=tmp)
-    return out_r + 1j * out_i
-
-
-def _kspace_lines(obj_t: np.ndarray, sens_phase: np.ndarray, weights: np.ndarray, lines: np.ndarray,
-                  n_ro_os: int) -> np.ndarray:
-    """Noise-free k-space of the chosen lines: Σ_t w_t(ky) · F[C_c e^{iφ} pad(ρ_t)](kx, ky).
-
-    Parameters
-    ----------
-    obj_t : (T, n_ro, n_pe) float32 tissue objects (PD × fraction).
-    sens_phase : (coils, n_ro_os, n_pe) complex64, C_c·e^{iφ_b} on the oversampled grid.
-    weights : (T, n_lines) signal of each tissue on each requested line.
-    lines : (n_lines,) PE indices.
-    n_ro_os : oversampled readout length.
-
-    Returns
-    -------
-    (coils, n_ro_os, n_lines) complex64
-    """
-    n_t, n_ro, n_pe = obj_t.shape
-    start = (n_ro_os - n_ro) // 2
-    keep = np.flatnonzero(obj_t.reshape(n_t, -1).any(axis=1))
-    out = np.zeros((sens_phase.shape[0], n_ro_os, lines.size), np.complex64)
-    w = weights[keep].astype(np.complex64)
-    for c in range(sens_phase.shape[0]):
-        img = np.zeros((keep.size, n_ro_os, n_pe), np.complex64)
-        img[:, start:start + n_ro] = obj_t[keep] * sens_phase[c, start:start + n_ro]
-        k = fft2c(img)[:, :, lines]                          # (T', n_ro_os, n_lines)
-        out[c] = np.einsum("tl,trl->rl", w, k)
-    return out
-
-
-def _centre_crop(img: np.ndarray, n_ro: int) -> np.ndarray:
-    start = (img.shape[-2] - n_ro) // 2
-    return img[..., start:start + n_ro, :]
-
-
-# ----------------------------------------------------------------------------- main
 def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = None) -> SimCase:
     """Simulate one LGE case: header, acquisitions in scanner order and ground truth.
 
@@ -548,245 +367,77 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
     SimParamError
         When the timing does not fit (shot longer than the diastolic window, TI too long).
     """
-    from cmrecon.recon.psir_head import psirnet_head  # lazy: torch import only when needed
-
     p = params
     rng = np.random.default_rng(p.seed)
-    n_ro, n_pe = p.matrix
-    os_ = p.readout_oversampling
-    n_ro_os = p.n_ro_os
-    pixel_mm = (p.fov_mm[0] / n_ro, p.fov_mm[1] / n_pe)
-    fov_os = (p.fov_mm[0] * os_, p.fov_mm[1])
+    n_pe = p.matrix[1]
     smp = sampling_pattern(n_pe, p.acceleration, p.acs_lines, p.acs_mode, p.partial_fourier)
-    rr = p.rr_ms
-    shot = np.array(smp.shot)
-    ci = int(np.searchsorted(shot, smp.centre))
-    try:
-        timing = SequenceTiming(rr_ms=rr, ti_ms=p.ti_ms, tr_ms=p.tr_ms, n_lines=len(shot),
-                                centre_index=ci, alpha_ir_deg=p.flip_ir_deg, alpha_pd_deg=p.flip_pd_deg)
-    except ValueError as exc:
-        raise SimParamError(f"LgeParams.ti_ms = {p.ti_ms}, heart_rate_bpm = {p.heart_rate_bpm}: "
-                            f"timing does not fit: {exc}") from exc
-    # readout centre after the R wave: mid-diastole, the shot must end 15 ms before the next R
-    after = (len(shot) - ci) * p.tr_ms
-    td_centre = min(0.72 * rr, rr - after - 15.0)
-    if td_centre - p.ti_ms < 10.0 or td_centre - ci * p.tr_ms < 30.0:
-        raise SimParamError(f"LgeParams.ti_ms = {p.ti_ms} with a {len(shot)}-line shot does not fit in "
-                            f"RR {rr:.0f} ms (heart_rate_bpm = {p.heart_rate_bpm})")
+    shot, acs_shot = np.array(smp.shot), np.array(smp.acs_shot)
+    timing, td_centre = _shot_timing(p, smp)
 
     # subject-level draws: tissues, body, coil array, noise covariance
     tissues = sample_tissue_params(rng, p.field_t)
-    t1, t2, pd_t = tissues.t1_ms, tissues.t2_ms, tissues.pd
-    s_ir_shot, s_pd_shot = hard_pulse_shot_signals(t1, t2, timing)
-    w_ir_full = line_signals(s_ir_shot, smp.shot, n_pe)
-    w_pd_full = line_signals(s_pd_shot, smp.shot, n_pe)
+    s_ir, s_pd = hard_pulse_shot_signals(tissues.t1_ms, tissues.t2_ms, timing)
     if smp.acs_shot:
-        acs_arr = np.array(smp.acs_shot)
-        _, s_acs = hard_pulse_shot_signals(t1, t2, timing, n_lines_pd=len(acs_arr),
-                                           centre_index_pd=int(np.searchsorted(acs_arr, smp.centre)))
+        _, s_acs = hard_pulse_shot_signals(tissues.t1_ms, tissues.t2_ms, timing, n_lines_pd=len(acs_shot),
+                                           centre_index_pd=int(np.searchsorted(acs_shot, smp.centre)))
     subject = ph.random_anatomy(rng, p.fov_mm, 0.5)
     array = coil_mod.random_coil_array(rng, p.coils, (subject.body.a, subject.body.b), subject.rotation_deg)
     psi = coil_mod.random_noise_covariance(rng, array.centres)
     whiten = prewhitening_matrix(psi)                      # (C, C) complex64, W Ψ W^H = I
     chol = np.linalg.cholesky(psi)
-    r_dir, q_dir, n_dir, positions = _slice_geometry(p)
-    spacing = p.slice_thickness_mm + 2.0
-    k_moco = max(1, math.ceil(p.repeats / 2))
-
-    header = make_header(p, smp)
-    items: list[ismrmrd.Acquisition] = []
-    counter = [0]
-
-    def new_acq(data: np.ndarray, t_ms: float, phys_ms: float) -> ismrmrd.Acquisition:
-        acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(data, np.complex64))
-        counter[0] += 1
-        acq.scan_counter = counter[0]
-        acq.measurement_uid = int(p.seed) & 0xFFFFFFFF
-        acq.acquisition_time_stamp = int(round(t_ms / TICK_MS))
-        acq.physiology_time_stamp[0] = int(round(phys_ms / TICK_MS))
-        acq.available_channels = p.coils
-        acq.center_sample = n_ro_os // 2
-        acq.sample_time_us = p.sample_time_us
-        acq.discard_pre = 0
-        acq.discard_post = 0
-        return acq
+    read_dir, phase_dir, slice_dir, positions = slice_geometry(p)
+    head = {"measurement_uid": int(p.seed) & 0xFFFFFFFF, "center_sample": p.n_ro_os // 2,
+            "sample_time_us": p.sample_time_us, "read_dir": read_dir, "phase_dir": phase_dir,
+            "slice_dir": slice_dir}
 
     # noise scan: same Ψ, same dwell time, before the imaging
-    noise = mix_coils(chol, (rng.standard_normal((p.coils, p.noise_readouts * n_ro_os))
-                             + 1j * rng.standard_normal((p.coils, p.noise_readouts * n_ro_os)))
-                      / np.sqrt(2))
-    noise = noise.reshape(p.coils, p.noise_readouts, n_ro_os)
-    t_now = 100.0
-    for i in range(p.noise_readouts):
-        acq = new_acq(noise[:, i], t_now, 0.0)
-        acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
-        acq.read_dir[:] = r_dir
-        acq.phase_dir[:] = q_dir
-        acq.slice_dir[:] = n_dir
-        items.append(acq)
-        t_now += n_ro_os * p.sample_time_us / 1000.0 + 1.0
-    t_beat = np.ceil((t_now + 500.0) / rr) * rr            # first R wave after the noise scan
+    noise = mix_coils(chol, _complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
+    items, t_end = noise_readouts(noise.reshape(p.coils, p.noise_readouts, p.n_ro_os), 100.0, head)
+    t_beat = np.ceil((t_end + 500.0) / p.rr_ms) * p.rr_ms   # first R wave after the noise scan
 
-    truth_keys = ("labels", "ir", "pd", "coil_maps", "background_phase", "psir_ratio",
-                  "psir_target", "heart_mask", "body_mask", "motion_mm", "snr_scale", "key_repeat",
-                  "chest_wall_fraction")
-    per_slice: dict[str, list] = {k: [] for k in truth_keys}
-    x_os, y_os = ph.pixel_coordinates((n_ro_os, n_pe), fov_os)
-    acs_set = set(smp.acs)
-    img_set = set(smp.imaging)
-    last_item = None
-
+    target_scale = np.float32(np.sqrt(math.ceil(p.repeats / 2)))
+    per_slice = []
     for s in range(p.slices):
         if progress is not None:
             progress(f"simulate lge: slice {s + 1}/{p.slices} ({p.repeats} repeats, {p.coils} coils, "
-                     f"{n_ro_os}x{n_pe})")
-        sp = 0.15 + 0.7 * s / max(p.slices - 1, 1) if p.slices > 1 else 0.5
-        an = ph.random_anatomy(rng, p.fov_mm, sp)
-        an = dataclasses.replace(an, rotation_deg=subject.rotation_deg, body=subject.body,
-                                 body_inner=subject.body_inner, thorax=subject.thorax,
-                                 lungs=subject.lungs, aorta=subject.aorta)
-        z_off = (s - (p.slices - 1) / 2) * spacing
-        arr_s = dataclasses.replace(array, centres=array.centres - np.array([0.0, 0.0, z_off]))
-        sens = coil_mod.coil_maps_on_grid(arr_s, (n_ro_os, n_pe), fov_os, step=2)
-        labels0, lfrac0 = ph.rasterize(an, p.matrix, p.fov_mm)
-        body = ph.body_mask(labels0)
-        body_os = np.zeros((n_ro_os, n_pe), bool)
-        body_os[(n_ro_os - n_ro) // 2:(n_ro_os + n_ro) // 2] = body
-        sens = coil_mod.extend_outside(coil_mod.normalise_sensitivities(sens, body_os), body_os)
-        phi = coil_mod.background_phase(rng, x_os, y_os, max(fov_os))
-        sens_phase = (sens * np.exp(1j * phi)).astype(np.complex64)
-        # true maps after prewhitening, RSS-normalised (what a recon combines prewhitened data with)
-        sens_w = mix_coils(whiten, sens)
-        rss_w = np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0))
-        maps_w = (sens_w / np.maximum(rss_w, 1e-12)).astype(np.complex64)
-        motion = _motion(rng, p, pixel_mm)
-        wall = float(rng.uniform(*p.chest_wall_fraction))
-        key = key_repeat(motion[:, 0])
-
-        def fractions_at(shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-            """Labels and box partial-volume fractions (masks) with the heart moved by ``shift`` mm."""
-            if shift is None or not np.any(shift):
-                return labels0, lfrac0
-            return ph.rasterize(an, p.matrix, p.fov_mm, shift_mm=tuple(shift),
-                                outer_shift_mm=tuple(wall * shift))
-
-        def object_at(shift: np.ndarray | None) -> np.ndarray:
-            """(tissues, RO, PE) object as the scanner sees it (band-limited to the matrix)."""
-            d = np.zeros(2) if shift is None else np.asarray(shift, float)
-            lf = ph.bandlimited_fractions(an, p.matrix, p.fov_mm, shift_mm=tuple(d),
-                                          outer_shift_mm=tuple(wall * d), supersample=BANDLIMIT_SUPERSAMPLE)
-            return _class_fractions(lf) * pd_t[:, None, None].astype(np.float32)
-
-        # noise-free truth in the key repeat's frame (the frame every chain outputs in) at unit
-        # scale, then scaled to the requested SNR
-        labels_k, lfrac_k = fractions_at(motion[key, 0])
-        body_k = ph.body_mask(labels_k)
-        obj0 = object_at(motion[key, 0])
-        all_lines = np.arange(n_pe)
-
-        def combined(ksp: np.ndarray) -> np.ndarray:
-            img = _centre_crop(ifft2c(mix_coils(whiten, ksp)), n_ro)
-            return np.sum(np.conj(_centre_crop(maps_w, n_ro)) * img, axis=0)
-
-        ir0 = combined(_kspace_lines(obj0, sens_phase, w_ir_full, all_lines, n_ro_os))
-        pd0 = combined(_kspace_lines(obj0, sens_phase, w_pd_full, all_lines, n_ro_os))
-        pure = lfrac_k[ph.LV_BLOOD] > 0.999
-        if not pure.any():
-            pure = labels_k == ph.LV_BLOOD
-        scale = p.snr / float(np.mean(np.abs(pd0[pure])))
-        ir_truth = (ir0 * scale).astype(np.complex64)
-        pd_truth = (pd0 * scale).astype(np.complex64)
-        cf0 = obj0.astype(np.float64)
-        num = np.tensordot(s_ir_shot[:, ci], cf0, axes=1)
-        den = np.tensordot(s_pd_shot[:, ci], cf0, axes=1)
-        ratio = np.where(body_k & (den > 1e-6), num / np.where(den > 1e-6, den, 1.0), 0.0)
-        root_k = np.float32(np.sqrt(k_moco))
-        target = psirnet_head(ir_truth * root_k, pd_truth * root_k)
-        per_slice["labels"].append(labels_k)
-        per_slice["ir"].append(ir_truth)
-        per_slice["pd"].append(pd_truth)
-        per_slice["coil_maps"].append(_centre_crop(maps_w, n_ro))
-        per_slice["background_phase"].append(_centre_crop(phi, n_ro))
-        per_slice["psir_ratio"].append(ratio.astype(np.float32))
-        per_slice["psir_target"].append(np.asarray(target, np.float32))
-        per_slice["heart_mask"].append(ph.heart_mask(labels_k, pixel_mm))
-        per_slice["body_mask"].append(body_k)
-        per_slice["motion_mm"].append(motion.astype(np.float32))
-        per_slice["key_repeat"].append(key)
-        per_slice["chest_wall_fraction"].append(wall)
-        per_slice["snr_scale"].append(scale)
-
-        def beat(lines: np.ndarray, weights: np.ndarray, shift: np.ndarray | None, set_: int,
-                 avg: int, acs_only: bool) -> None:
-            """Append one heartbeat's readouts (noise-free signal + noise) to ``items``."""
-            nonlocal t_beat, last_item
-            obj = obj0 if shift is not None and np.array_equal(shift, motion[key, 0]) else object_at(shift)
-            ksp = _kspace_lines(obj, sens_phase, weights, lines, n_ro_os) * np.complex64(scale)
+                     f"{p.n_ro_os}x{n_pe})")
+        sl = _draw_slice(rng, p, s, subject, array, whiten)
+        key_shift = sl.motion_mm[sl.key, 0]
+        obj_key = tissue_objects(sl.anatomy, p.matrix, p.fov_mm, key_shift, sl.wall, tissues.pd)
+        truth, scale = _slice_truth(p, smp, sl, obj_key, s_ir, s_pd, whiten, target_scale)
+        per_slice.append(truth)
+        # heartbeats: (lines, signals, displacement (None: separate ACS, unmoved), set, repeat)
+        beats = [(acs_shot, s_acs, None, set_, 0) for set_ in (0, 1)] if smp.acs_shot else []
+        beats += [(shot, signal, sl.motion_mm[n, set_], set_, n)
+                  for n in range(p.repeats) for set_, signal in ((0, s_ir), (1, s_pd))]
+        for lines, signal, shift, set_, repeat in beats:
+            if shift is not None and np.array_equal(shift, key_shift):
+                obj = obj_key
+            else:
+                obj = tissue_objects(sl.anatomy, p.matrix, p.fov_mm, np.zeros(2) if shift is None else shift,
+                                     sl.wall, tissues.pd)
+            ksp = kspace_lines(obj, sl.sens_phase, signal, lines) * np.complex64(scale)
             if p.add_noise:
-                z = (rng.standard_normal(ksp.shape) + 1j * rng.standard_normal(ksp.shape)) / np.sqrt(2)
-                ksp = ksp + mix_coils(chol, z).astype(np.complex64)
-            c_idx = int(np.searchsorted(lines, smp.centre)) if smp.centre in lines else len(lines) // 2
-            for k, line in enumerate(lines):
-                phys = td_centre + (k - c_idx) * p.tr_ms
-                acq = new_acq(ksp[:, :, k], t_beat + phys, phys)
-                acq.idx.kspace_encode_step_1 = int(line)
-                acq.idx.set = set_
-                setattr(acq.idx, p.repeat_counter, avg)
-                acq.idx.slice = s
-                if acs_only or (line in acs_set and line not in img_set):
-                    acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
-                elif line in acs_set:
-                    acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-                if k == 0:
-                    acq.set_flag(ismrmrd.ACQ_FIRST_IN_ENCODE_STEP1)
-                    if not acs_only:
-                        acq.set_flag(ismrmrd.ACQ_FIRST_IN_SLICE)
-                if k == len(lines) - 1:
-                    acq.set_flag(ismrmrd.ACQ_LAST_IN_ENCODE_STEP1)
-                    if not acs_only:
-                        acq.set_flag(ismrmrd.ACQ_LAST_IN_SLICE)
-                acq.position[:] = positions[s]
-                acq.read_dir[:] = r_dir
-                acq.phase_dir[:] = q_dir
-                acq.slice_dir[:] = n_dir
-                acq.user_float[0] = p.ti_ms
-                items.append(acq)
-                last_item = acq
-            t_beat += rr
+                ksp = ksp + mix_coils(chol, _complex_normal(rng, ksp.shape)).astype(np.complex64)
+            items += heartbeat_readouts(ksp, lines, smp, t_beat, td_centre, p.tr_ms,
+                                        {"set": set_, "slice": s, p.repeat_counter: repeat},
+                                        dict(head, position=positions[s], user_float=[p.ti_ms]),
+                                        calibration_only=shift is None)
+            t_beat += p.rr_ms
+        t_beat += 2 * p.rr_ms                                  # pause between slices
+    items[-1].set_flag(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
+    for i, acq in enumerate(items, 1):
+        acq.scan_counter = i
 
-        if smp.acs_shot:
-            acs_lines = np.array(smp.acs_shot)
-            for set_ in (0, 1):
-                beat(acs_lines, s_acs, None, set_, 0, acs_only=True)
-        for n in range(p.repeats):
-            beat(shot, s_ir_shot, motion[n, 0], 0, n, acs_only=False)
-            beat(shot, s_pd_shot, motion[n, 1], 1, n, acs_only=False)
-        t_beat += 2 * rr                                       # pause between slices
-
-    if last_item is not None:
-        last_item.set_flag(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
-
-    truth: dict[str, np.ndarray] = {k: np.stack(v) for k, v in per_slice.items()}
-    truth["motion_px"] = (truth["motion_mm"] / np.array(pixel_mm, np.float32)).astype(np.float32)
-    line_mask = np.zeros(n_pe, bool)
-    line_mask[list(smp.imaging)] = True
-    acs_mask = np.zeros(n_pe, bool)
-    acs_mask[list(smp.acs)] = True
-    truth.update({
-        "psi": psi.astype(np.complex128),
-        "imaging_lines": line_mask,
-        "acs_lines": acs_mask,
-        "shot_lines": shot.astype(np.int32),
-        "signal_ir": s_ir_shot.astype(np.float32),
-        "signal_pd": s_pd_shot.astype(np.float32),
-        "tissue_names": np.array(TISSUES),
-        "label_names": np.array(ph.LABEL_NAMES),
-        "tissue_t1_ms": t1.astype(np.float32),
-        "tissue_t2_ms": t2.astype(np.float32),
-        "tissue_pd": pd_t.astype(np.float32),
-        "pixel_mm": np.array(pixel_mm, np.float32),
-        "target_scale": np.float32(np.sqrt(k_moco)),
-        "params_json": np.array(p.to_json()),
-    })
-    truth["snr_scale"] = truth["snr_scale"].astype(np.float64)
-    return SimCase(params=p, header_xml=header, items=items, truth=truth)
+    stacked = {k: np.stack([t[k] for t in per_slice]) for k in per_slice[0]}
+    pixel_mm = np.array(p.pixel_mm, np.float32)
+    truth = dict(
+        **stacked, motion_px=(stacked["motion_mm"] / pixel_mm).astype(np.float32),
+        psi=psi.astype(np.complex128), imaging_lines=np.isin(np.arange(n_pe), smp.imaging),
+        acs_lines=np.isin(np.arange(n_pe), smp.acs), shot_lines=shot.astype(np.int32),
+        signal_ir=s_ir.astype(np.float32), signal_pd=s_pd.astype(np.float32),
+        tissue_names=np.array(TISSUES), label_names=np.array(ph.LABEL_NAMES),
+        tissue_t1_ms=tissues.t1_ms.astype(np.float32), tissue_t2_ms=tissues.t2_ms.astype(np.float32),
+        tissue_pd=tissues.pd.astype(np.float32), pixel_mm=pixel_mm, target_scale=target_scale,
+        params_json=np.array(p.to_json()))
+    return SimCase(params=p, header_xml=make_header(p, smp), items=items, truth=truth)

@@ -37,7 +37,8 @@ from cmrecon.recon.fft import fft1c, ifft1c, ifft2c
 from cmrecon.recon.noise import prewhitening_matrix
 from cmrecon.sim import coils as coil_mod
 from cmrecon.sim import phantom as ph
-from cmrecon.sim.lge import _class_fractions, line_signals, sampling_pattern
+from cmrecon.sim.kspace import class_fractions
+from cmrecon.sim.sampling import line_signals, sampling_pattern
 from cmrecon.sim.signal import SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
 
 __all__ = ["make_sample", "iterate_samples", "estimate_maps_from_acs"]
@@ -163,7 +164,7 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int] = (128, 128),
     maps = (sens_w / np.maximum(rss, 1e-12)).astype(np.complex64)
 
     # hybrid (x, ky) space per tissue and coil: 1D FFT along PE, weight each ky, sum tissues
-    obj = _class_fractions(lfrac) * tissues.pd[:, None, None].astype(np.float32)
+    obj = class_fractions(lfrac) * tissues.pd[:, None, None].astype(np.float32)
     keep = np.flatnonzero(obj.reshape(obj.shape[0], -1).any(axis=1))
     cw = (sens_w * np.exp(1j * phi)).astype(np.complex64)                 # (C, RO, PE)
     hyb = fft1c((obj[keep, None] * cw[None]).astype(np.complex64), axis=-1)  # (T', C, RO, PE)
