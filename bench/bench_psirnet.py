@@ -2,7 +2,7 @@
 
 1. The shipped ``psirnet_cpu_small`` model on the CPU (``--threads``, default 2): per-slice
    latency at batch 1 and throughput at batch ``--batch`` through
-   :func:`cmrecon.models.inference.infer_slices` (the step's own code path: numpy in, numpy
+   :func:`cmrecon.models.serving.infer_slices` (the step's own code path: numpy in, numpy
    out), on simulated slices of ``--matrix`` × ``--coils``.
 2. With CUDA: the full published configuration (845,426,378 parameters, random weights) at
    256×192 × 30 coils, fp32 and bf16 autocast, batch 1 and batched; without CUDA a note says
@@ -44,7 +44,7 @@ def device_line() -> str:
 
 def slice_inputs(n: int, matrix: tuple[int, int], coils: int):
     """``n`` simulated slices as SliceInput (R = 2, ACS-estimated coil maps)."""
-    from cmrecon.models.inference import SliceInput
+    from cmrecon.models.adapter import SliceInput
     from cmrecon.sim.training import make_sample
     out = []
     for i in range(n):
@@ -65,7 +65,7 @@ def timed(fn, runs: int) -> list[float]:
 
 
 def bench_shipped(args) -> list[str]:
-    from cmrecon.models.inference import get_model, infer_slices
+    from cmrecon.models.serving import get_model, infer_slices
     entry = get_model(args.weights, "cpu")
     inputs = slice_inputs(args.batch, tuple(args.matrix), args.coils)
     rows = ["| model | device | matrix × coils | batch | median s/call | ms/slice | slices/s |",

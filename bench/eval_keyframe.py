@@ -30,7 +30,7 @@ import numpy as np
 from cmrecon.chain.definition import resolve
 from cmrecon.chain.registry import StepContext, get_step
 from cmrecon.evaluate import METRICS, psir_ratio_images, score_slice, with_float_ratio
-from cmrecon.recon.irpd import IrPdSlice
+from cmrecon.products.lge import CoilMaps, IrPdKspace, MappedKspace, RepeatImages
 from cmrecon.sim.lge import LgeParams, simulate_lge
 
 SEED0 = 91_000
@@ -61,10 +61,9 @@ def oracle_psir(case) -> dict[int, np.ndarray]:
 
     def true_maps(stream):
         for item in stream:
-            if isinstance(item, IrPdSlice):
-                maps = np.swapaxes(truth["coil_maps"][item.slice], -1, -2)   # (coils, PE, RO)
-                item = item.replace(maps=np.ascontiguousarray(maps).astype(np.complex64),
-                                    maps_method="truth")
+            if isinstance(item, IrPdKspace):
+                maps = np.swapaxes(truth["coil_maps"][item.info.slice], -1, -2)   # (coils, PE, RO)
+                item = MappedKspace(item, CoilMaps(np.ascontiguousarray(maps).astype(np.complex64), "truth"))
             yield item
 
     stream = iter(copy.deepcopy(case.items))
@@ -73,10 +72,10 @@ def oracle_psir(case) -> dict[int, np.ndarray]:
     stream = run("unfold", true_maps(stream))
     out = {}
     for item in stream:
-        if isinstance(item, IrPdSlice):
-            key = int(truth["key_repeat"][item.slice])
+        if isinstance(item, RepeatImages):
+            key = int(truth["key_repeat"][item.info.slice])
             (done,) = list(run("emit_images", run("psir", iter([item]), repeat=key), float_ratio=True))[:1]
-            out[item.slice] = np.asarray(done.data, np.float32).reshape(done.data.shape[-2:])
+            out[item.info.slice] = np.asarray(done.data, np.float32).reshape(done.data.shape[-2:])
     return out
 
 

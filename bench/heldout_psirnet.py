@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cmrecon.models import train as tr
-from cmrecon.models.inference import get_model
+from cmrecon.models.serving import get_model
 from cmrecon.models.sense import ifft2c, reduce
 from cmrecon.recon.psir_head import psir_head_tensor
 

@@ -13,7 +13,7 @@ def __getattr__(name: str):
     """``cmrecon_gadgets.<step>``: the Gadgetron external entry point of a registered step."""
     from cmrecon.chain import registry
     from cmrecon.chain.definition import GROUP_TARGET
-    if name.startswith("__") or (name not in registry._REGISTRY and name != GROUP_TARGET):
+    if name.startswith("__") or not (registry.is_registered(name) or name == GROUP_TARGET):
         raise AttributeError(f"module 'cmrecon_gadgets' has no step '{name}'")
     from cmrecon.gadgetron_external import entry_point
     return entry_point(name)

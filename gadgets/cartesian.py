@@ -8,8 +8,9 @@ from typing import Iterator
 import ismrmrd
 import numpy as np
 
+from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
-from cmrecon.errors import StepError
+from cmrecon.io.acquisitions import is_non_imaging
 from cmrecon.io.header import encoding_info
 from cmrecon.io.images import make_image
 from cmrecon.recon.cartesian import Geometry, KspaceAssembler
@@ -25,17 +26,12 @@ class FftRssParams:
         "doc": "include ACQ_IS_PARALLEL_CALIBRATION-only lines (separate ACS) in the image"})
 
 
-_SKIP_FLAGS = (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, ismrmrd.ACQ_IS_NAVIGATION_DATA,
-               ismrmrd.ACQ_IS_PHASECORR_DATA, ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
-               ismrmrd.ACQ_IS_RTFEEDBACK_DATA, ismrmrd.ACQ_IS_HPFEEDBACK_DATA)
-
-
 def _key(acq: ismrmrd.Acquisition) -> tuple[int, ...]:
     i = acq.idx
     return (i.slice, i.set, i.average, i.repetition, i.contrast, i.phase)
 
 
-@register("fft_rss", FftRssParams)
+@register("fft_rss", FftRssParams, consumes=ismrmrd.Acquisition, produces=ismrmrd.Image)
 def fft_rss(items: Iterator[Item], params: FftRssParams, ctx: StepContext) -> Iterator[Item]:
     """Reconstruct each slice/set/average/repetition/contrast/phase by FFT and RSS.
 
@@ -51,20 +47,15 @@ def fft_rss(items: Iterator[Item], params: FftRssParams, ctx: StepContext) -> It
     def finish(key: tuple[int, ...]) -> ismrmrd.Image:
         nonlocal counter
         assembler, ref = open_images.pop(key)
-        image = rss(ifft2c(assembler.kspace))  # (y, x)
-        ny, nx = image.shape
-        rx, ry = info.recon_matrix
-        if nx > rx:  # readout oversampling not removed upstream
-            image = image[:, nx // 2 - rx // 2: nx // 2 - rx // 2 + rx]
-        if ny > ry:
-            image = image[ny // 2 - ry // 2: ny // 2 - ry // 2 + ry, :]
+        # (y, x), cropped to the recon matrix (readout oversampling not removed upstream goes here)
+        image = centre_crop(rss(ifft2c(assembler.kspace)), shape_yx(info.recon_matrix))
         counter += 1
         return make_image(np.ascontiguousarray(image, np.float32), ref, info.recon_fov_mm,
                           series=params.image_series_index, index=counter,
                           meta={"DataRole": "Image", "GADGETRON_DataRole": "Image"})
 
     for item in items:
-        if not isinstance(item, ismrmrd.Acquisition) or any(item.is_flag_set(f) for f in _SKIP_FLAGS):
+        if not isinstance(item, ismrmrd.Acquisition) or is_non_imaging(item):
             if not isinstance(item, ismrmrd.Acquisition):
                 yield item
             continue

@@ -7,8 +7,7 @@ filled, so the classical ``emit_images`` writes the MRD images with the same Gad
 conventions as ``psir_classic``/``psir_moco`` (REAL PSIR ×1000 + 4096, MagIR, DataRole, window).
 
 The model is loaded once per process and shared by every connection
-(:func:`cmrecon.models.inference.get_model`); the math lives in
-:mod:`cmrecon.models.inference`.
+(:func:`cmrecon.models.serving.get_model`); products ↔ tensors in :mod:`cmrecon.models.adapter`.
 
 References
 ----------
@@ -17,12 +16,18 @@ PSIRNet: arXiv 2604.08781; github.com/microsoft/psirnet (MIT).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Iterator, List
 
+import numpy as np
+
+from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
 from cmrecon.errors import StepError
+from cmrecon.products.lge import MappedKspace, PsirImages, RepeatImages
+from cmrecon.recon.moco import choose_repeat
+from cmrecon.recon.psir import PsirResult, psir as psir_fn
+from cmrecon_gadgets.lge_steps import PsirParams, classical_psir, on_slice, unfold_cropped
 
 
 @dataclass(frozen=True)
@@ -60,61 +65,48 @@ class PsirnetReconParams:
                "said in the log and in the image meta (cmrecon_fallback); false: an error"})
 
 
-def classical_pd(sl, k: int):
-    """The classical PD image of repeat ``k`` (GRAPPA/zero-filled, combined with the slice's maps).
+def classical_pd(mk: MappedKspace, k: int) -> np.ndarray:
+    """The classical PD image ``(y, x)`` of repeat ``k`` (GRAPPA/zero-filled with the slice's maps).
 
     The network's PD output is an intermediate of its PSIR head, not an image of the PD
     heartbeat: in air it carries stripes brighter than tissue. The PD series a reader sees
     (and the display-window mask ``|PD| > 5σ``) is the reconstructed PD heartbeat itself.
-
-    Returns
-    -------
-    (y, x) complex64, SNR units, cropped to the reconstructed matrix.
     """
-    from cmrecon.recon.irpd import unfold_slice
-    one = sl.replace(ir_kspace=sl.ir_kspace[k:k + 1], pd_kspace=sl.pd_kspace[k:k + 1])
-    return unfold_slice(one)[1][0]
+    return unfold_cropped(mk, repeats=slice(k, k + 1))[1][0]
 
 
-def _finish(sl, inp, out, entry):
-    """The slice with the model's PSIR attached, in the form ``emit_images`` consumes."""
-    from cmrecon.recon import irpd
-    from cmrecon.recon.psir import PsirResult
-
-    crop = lambda a: irpd.crop_to_matrix(a, sl.recon_matrix)  # noqa: E731
+def _finish(mk: MappedKspace, inp, out, entry) -> PsirImages:
+    """The model's PSIR of one slice as the product ``emit_images`` consumes."""
+    crop = lambda a: np.ascontiguousarray(centre_crop(a, shape_yx(mk.info.recon_matrix)))  # noqa: E731
     res = PsirResult(psir=crop(out.psir), magir=crop(out.magir), phase=crop(out.phase),
                      scc=crop(out.scc))
-    info = dict(sl.info, psir_noise_sigma=1.0, psirnet_weights=entry.weights,
-                psirnet_sha256=entry.sha256, psirnet_device=str(entry.device))
-    return sl.replace(psir=res, psir_pd=classical_pd(sl, inp.repeat), ir_kspace=None, pd_kspace=None,
-                      kind="repeats", used=(inp.repeat,), ref_index=inp.repeat, info=info)
+    provenance = dict(psirnet_weights=entry.weights, psirnet_sha256=entry.sha256,
+                      psirnet_device=str(entry.device))
+    return PsirImages(mk.info, res, classical_pd(mk, inp.repeat), noise_sigma=1.0,
+                      used=(inp.repeat,), key=inp.repeat, provenance=provenance)
 
 
 def _load_model(weights: str, device: str, preset: str = "published", sha256: str = ""):
     """Import torch and the model code, then load (cached per process) and warm up the model."""
-    from cmrecon.models.inference import get_model
+    from cmrecon.models.serving import get_model
     return get_model(weights, device, preset=preset, sha256=sha256)
 
 
-def _classical_fallback(sl, params, reason: str):
-    """The slice with the classical PSIR of its key-frame repeat (GRAPPA, Kellman), and why."""
-    from cmrecon.recon import irpd
-    from cmrecon_gadgets.lge_steps import PsirParams, classical_psir
-    ir, pd = irpd.unfold_slice(sl)
-    k = irpd.choose_repeat(ir, params.repeat, params.roi_fraction, f"slice {sl.slice}: psirnet_recon")
+def _classical_fallback(mk: MappedKspace, params: PsirnetReconParams, reason: str) -> PsirImages:
+    """The classical PSIR of the slice's key-frame repeat (GRAPPA, Kellman), and why."""
+    ir, pd = unfold_cropped(mk)
     p = PsirParams()   # exactly what psir_classic's psir step does
-    res = classical_psir(ir[k], pd[k], p)
-    info = dict(sl.info, psir_noise_sigma=p.noise_sigma, fallback=f"classical PSIR: {reason}")
-    return sl.replace(psir=res, psir_pd=pd[k], ir_kspace=None, pd_kspace=None,
-                      kind="repeats", used=(int(k),), ref_index=int(k), info=info)
+    with on_slice(mk.info, "psirnet_recon"):
+        k = choose_repeat(ir, params.repeat, params.roi_fraction)
+        res = classical_psir(ir[k], pd[k], p)
+    return PsirImages(mk.info, res, pd[k], noise_sigma=p.noise_sigma, used=(int(k),), key=int(k),
+                      fallback=f"classical PSIR: {reason}")
 
 
-@register("psirnet_recon", PsirnetReconParams, mrd_output=False)
+@register("psirnet_recon", PsirnetReconParams, consumes=MappedKspace, produces=PsirImages)
 def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
                   ctx: StepContext) -> Iterator[Item]:
     """Learned PSIR from one IR/PD repeat (PSIRNet-style unrolled network); batches slices, model shared per process."""
-    from cmrecon.recon.irpd import IrPdSlice
-
     if params.batch_slices < 1:
         raise StepError(f"psirnet_recon batch_slices = {params.batch_slices} must be >= 1")
     if not 1 <= params.min_coils <= params.max_coils:
@@ -130,24 +122,24 @@ def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
     pending: List = []
 
     def run_pending() -> Iterator[Item]:
-        from cmrecon.models.inference import infer_slices
+        from cmrecon.models.serving import infer_slices
         outs = infer_slices(entry, [inp for _, inp in pending], params.batch_slices, ctx.log)
-        for (sl, inp), out in zip(pending, outs):
-            ctx.log.info("psirnet_recon: slice %d from repeat %d of %d", sl.slice,
-                         sl.repeats[inp.repeat], len(sl.repeats))
-            yield _finish(sl, inp, out, entry)
+        for (mk, inp), out in zip(pending, outs):
+            ctx.log.info("psirnet_recon: slice %d from repeat %d of %d", mk.info.slice,
+                         mk.info.repeats[inp.repeat], len(mk.info.repeats))
+            yield _finish(mk, inp, out, entry)
         pending.clear()
 
     for item in items:
-        if not isinstance(item, IrPdSlice):
+        if not isinstance(item, MappedKspace):
             yield item
             continue
         if entry is None:
             entry = loading.result()
-        from cmrecon.models.inference import UnsupportedInput, prepare_slice
+        from cmrecon.models.adapter import UnsupportedInput, prepare_slice
         try:
-            if item.acceleration > params.max_acceleration:
-                raise UnsupportedInput(f"slice {item.slice}: R = {item.acceleration} is above the "
+            if item.kspace.acceleration > params.max_acceleration:
+                raise UnsupportedInput(f"slice {item.info.slice}: R = {item.kspace.acceleration} is above the "
                                        f"R <= {params.max_acceleration} the weights were trained for")
             inp = prepare_slice(item, params.repeat, params.roi_fraction, params.min_coils,
                                 params.max_coils, entry.min_matrix)
@@ -181,65 +173,36 @@ class PsirRefineParams:
                "fraction of each axis (as psir)"})
 
 
-_REFINE_CACHE: dict = {}
-_REFINE_LOCK = threading.Lock()
-
-
 def _refine_model(weights: str):
-    """Load (once per process, verified) the PsirRefine checkpoint ``weights``."""
-    from cmrecon.models.shipped import SHIPPED, load_shipped, resolve_weights
-    from cmrecon.models.weights import load_checkpoint
-    from cmrecon.threads import limit_torch_threads
-    limit_torch_threads()
-    with _REFINE_LOCK:
-        if weights not in _REFINE_CACHE:
-            if weights in SHIPPED:
-                loaded = load_shipped(weights)
-            else:
-                path, sha = resolve_weights(weights)
-                loaded = load_checkpoint(path, expected_sha256=sha)
-            if type(loaded.model).__name__ != "PsirRefine":
-                raise StepError(f"psir_refine weights {weights!r} hold a {type(loaded.model).__name__}, "
-                                "not a PsirRefine model (psirnet_recon takes PSIRNet weights)")
-            _REFINE_CACHE[weights] = loaded
-        return _REFINE_CACHE[weights]
+    """The PsirRefine model ``weights`` (verified, loaded once per process on the CPU)."""
+    from cmrecon.models.serving import get_model
+    entry = get_model(weights, "cpu", warm_up=False)
+    if type(entry.model).__name__ != "PsirRefine":
+        raise StepError(f"psir_refine weights {weights!r} hold a {type(entry.model).__name__}, "
+                        "not a PsirRefine model (psirnet_recon takes PSIRNet weights)")
+    return entry
 
 
-@register("psir_refine", PsirRefineParams, mrd_output=False)
-def psir_refine(items: Iterator[Item], params: PsirRefineParams, ctx: StepContext) -> Iterator[Item]:
+@register("psir_refine", PsirRefineParams, consumes=RepeatImages, produces=PsirImages, each=True)
+def psir_refine(im: RepeatImages, params: PsirRefineParams, ctx: StepContext) -> PsirImages:
     """Learned refinement of the classical single shot (key-frame GRAPPA IR/PD images), then the PSIRNet head."""
-    import numpy as np
+    import torch
 
-    from cmrecon.recon import irpd
-    from cmrecon.recon.irpd import IrPdSlice
-    from cmrecon.recon.psir import psir as psir_fn
-
-    loaded = None
-    for item in items:
-        if not isinstance(item, IrPdSlice):
-            yield item
-            continue
-        if item.ir is None or item.pd is None or item.kind != "repeats":
-            raise StepError(f"slice {item.slice}: psir_refine needs the per-repeat classical images; "
-                            "put it after unfold")
-        n = len(item.ir)
-        k = irpd.choose_repeat(item.ir, params.repeat, params.roi_fraction,
-                               f"slice {item.slice}: psir_refine")
-        if loaded is None:
-            loaded = _refine_model(params.weights)
-        import torch
-        model = loaded.model
-        with torch.no_grad():
-            ir2, pd2 = model.refine(torch.from_numpy(np.ascontiguousarray(item.ir[k]))[None, None],
-                                    torch.from_numpy(np.ascontiguousarray(item.pd[k]))[None, None])
-        g = model.gain
-        ir_g = (ir2[0, 0].numpy() * g).astype(np.complex64)
-        pd_g = (pd2[0, 0].numpy() * g).astype(np.complex64)
-        # the model's head: reg = (t·σ)² = 16 on images of gain g (σ = g there; the MOCO target's)
-        res = psir_fn(ir_g, pd_g, window_px=model.window_px, noise_sigma=1.0,
-                      t=float(np.sqrt(model.reg)), psirnet_compatible=True)
-        ctx.log.info("psir_refine: slice %d, repeat %d of %d (%s)", item.slice, item.repeats[k], n,
-                     params.weights)
-        info = dict(item.info, psir_noise_sigma=g, psir_refine_weights=params.weights,
-                    psir_refine_sha256=loaded.sha256)
-        yield item.replace(psir=res, psir_pd=pd_g, used=(k,), ref_index=int(k), info=info)
+    with on_slice(im.info, "psir_refine"):
+        k = choose_repeat(im.ir, params.repeat, params.roi_fraction)
+    entry = _refine_model(params.weights)
+    model = entry.model
+    with torch.no_grad():
+        ir2, pd2 = model.refine(torch.from_numpy(np.ascontiguousarray(im.ir[k]))[None, None],
+                                torch.from_numpy(np.ascontiguousarray(im.pd[k]))[None, None])
+    g = model.gain
+    ir_g = (ir2[0, 0].numpy() * g).astype(np.complex64)
+    pd_g = (pd2[0, 0].numpy() * g).astype(np.complex64)
+    # the model's head: reg = (t·σ)² = 16 on images of gain g (σ = g there; the MOCO target's)
+    res = psir_fn(ir_g, pd_g, window_px=model.window_px, noise_sigma=1.0,
+                  t=float(np.sqrt(model.reg)), psirnet_compatible=True)
+    ctx.log.info("psir_refine: slice %d, repeat %d of %d (%s)", im.info.slice, im.info.repeats[k],
+                 len(im.ir), params.weights)
+    return PsirImages(im.info, res, pd_g, noise_sigma=g, used=(k,), key=int(k),
+                      provenance=dict(psir_refine_weights=params.weights,
+                                      psir_refine_sha256=entry.sha256))

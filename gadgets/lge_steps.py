@@ -1,10 +1,11 @@
 """Classical LGE steps: ``buffer_ir_pd`` → ``coil_maps`` → ``unfold`` → [``moco_average``] →
 ``psir`` → ``emit_images``.
 
-Thin adapters around :mod:`cmrecon.recon.irpd`, :mod:`cmrecon.recon.moco` and
-:mod:`cmrecon.recon.psir`: every step passes items it does not handle through unchanged. All but
-``emit_images`` hand an :class:`cmrecon.recon.irpd.IrPdSlice` to the next step
-(``mrd_output=False``), so in Gadgetron XML they share one ``<external target="steps">``.
+Thin adapters around :mod:`cmrecon.recon.buffer`, :mod:`cmrecon.recon.unfold`,
+:mod:`cmrecon.recon.moco` and :mod:`cmrecon.recon.psir`; each declares the typed product
+(:mod:`cmrecon.products.lge`) it consumes and produces, and passes every other item through
+unchanged. All but ``emit_images`` hand a product that is not an MRD item to the next step, so in
+Gadgetron XML they share one ``<external target="steps">``.
 
 Output images are ``(y, x)`` = ``(PE, RO)`` rows × columns (MRD ``matrix_size = (RO, PE, 1)``).
 
@@ -17,23 +18,34 @@ Griswold MA et al. MRM 2002;47:1202 (GRAPPA). Inati SJ et al. ISMRM 2014; Walsh 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import ismrmrd
 import numpy as np
 
+from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
 from cmrecon.errors import StepError
+from cmrecon.io.acquisitions import is_non_imaging
 from cmrecon.io.header import encoding_info
-from cmrecon.io.images import make_image
-from cmrecon.recon import irpd
-from cmrecon.recon.irpd import IrPdSlice
-from cmrecon.recon.moco import DEFAULT_ROI_FRACTION, moco_average as moco_average_images, plain_average
+from cmrecon.io.images import auto_window, make_image
+from cmrecon.products.lge import (AveragedImages, CoilMaps, IrPdKspace, MappedKspace, PsirImages,
+                                  RepeatImages, SliceInfo)
+from cmrecon.recon.buffer import IrPdBuffer, Readout
+from cmrecon.recon.moco import (DEFAULT_ROI_FRACTION, choose_repeat, key_frame,
+                                moco_average as moco_average_images, plain_average)
 from cmrecon.recon.psir import psir as psir_fn
+from cmrecon.recon.unfold import calibration_block, estimate_maps, unfold as unfold_images
 
-_SKIP_FLAGS = (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, ismrmrd.ACQ_IS_NAVIGATION_DATA,
-               ismrmrd.ACQ_IS_PHASECORR_DATA, ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
-               ismrmrd.ACQ_IS_RTFEEDBACK_DATA, ismrmrd.ACQ_IS_HPFEEDBACK_DATA)
+
+@contextmanager
+def on_slice(info: SliceInfo, what: str) -> Iterator[None]:
+    """Re-raise a numerics ``ValueError`` as a :class:`StepError` naming the slice and the step."""
+    try:
+        yield
+    except ValueError as exc:
+        raise StepError(f"slice {info.slice}: {what}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- buffer_ir_pd
@@ -86,7 +98,7 @@ def repeat_indexer(counter: str, limits) -> tuple[Callable[[Any], int], int | No
     return (lambda idx: int(idx.repetition) * span + int(idx.average)), expected
 
 
-def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[irpd.IrPdBuffer, Callable[[Any], int]]:
+def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[IrPdBuffer, Callable[[Any], int]]:
     info = encoding_info(ctx.header)
     enc = ctx.header.encoding[0]
     limits = enc.encodingLimits
@@ -103,16 +115,16 @@ def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[irpd.IrPdB
         accel = int(pi.accelerationFactor.kspace_encoding_step_1)
     mode = getattr(pi, "calibrationMode", None) if pi is not None else None
     mode = getattr(mode, "value", mode)
-    buf = irpd.IrPdBuffer(info.encoded_matrix[1], info.center_line, info.recon_matrix,
+    buf = IrPdBuffer(info.encoded_matrix[1], info.center_line, info.recon_matrix,
                           info.recon_fov_mm, expected_repeats=repeats, acceleration=accel,
                           num_sets=_limit_count(limits, "set"),
                           calibration_mode=str(mode).lower() if mode else "embedded")
     return buf, index_of
 
 
-@register("buffer_ir_pd", BufferIrPdParams, mrd_output=False)
+@register("buffer_ir_pd", BufferIrPdParams, consumes=ismrmrd.Acquisition, produces=IrPdKspace)
 def buffer_ir_pd(items: Iterator[Item], params: BufferIrPdParams, ctx: StepContext) -> Iterator[Item]:
-    """Collect each slice's IR (set 0) and PD (set 1) readouts of every repeat plus ACS; emit an IrPdSlice.
+    """Collect each slice's IR (set 0) and PD (set 1) readouts of every repeat plus ACS; emit an IrPdKspace.
 
     A slice is released as soon as ``ACQ_LAST_IN_SLICE`` has arrived for both sets of every
     repeat the encoding limits declare, else at the end of the stream; released slices are
@@ -124,33 +136,27 @@ def buffer_ir_pd(items: Iterator[Item], params: BufferIrPdParams, ctx: StepConte
         if not isinstance(item, ismrmrd.Acquisition):
             yield item
             continue
-        if any(item.is_flag_set(f) for f in _SKIP_FLAGS):
+        if is_non_imaging(item):
             continue
         if buf is None:
             buf, index_of = _make_buffer(params, ctx)
         idx = item.idx
         calib_only = item.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
         calib = calib_only or item.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-        readout = irpd.Readout(
+        readout = Readout(
             data=np.asarray(item.data), slice=int(idx.slice), set=int(idx.set),
             repeat=index_of(idx), line=int(idx.kspace_encode_step_1),
             center_sample=int(item.center_sample), calibration=calib, imaging=not calib_only,
             last_in_slice=item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE), ref=item.getHead())
         for sl in buf.push(readout):
-            ctx.log.info("buffer_ir_pd: slice %d complete (%d repeats, R=%d)", sl.slice,
-                         len(sl.repeats), sl.acceleration)
+            ctx.log.info("buffer_ir_pd: slice %d complete (%d repeats, R=%d)", sl.info.slice,
+                         len(sl.info.repeats), sl.acceleration)
             yield sl
     if buf is not None:
         for sl in buf.flush():
             ctx.log.info("buffer_ir_pd: slice %d released at end of stream (%d repeats)",
-                         sl.slice, len(sl.repeats))
+                         sl.info.slice, len(sl.info.repeats))
             yield sl
-
-
-def _slices(items: Iterator[Item]):
-    """Yield ``(is_slice, item)``; anything but an IrPdSlice passes through."""
-    for item in items:
-        yield isinstance(item, IrPdSlice), item
 
 
 # ----------------------------------------------------------------------------- coil_maps
@@ -170,20 +176,15 @@ class CoilMapsParams:
         "doc": "ESPIRiT eigenvalue below which maps are zero"})
 
 
-@register("coil_maps", CoilMapsParams, mrd_output=False)
-def coil_maps(items: Iterator[Item], params: CoilMapsParams, ctx: StepContext) -> Iterator[Item]:
+@register("coil_maps", CoilMapsParams, consumes=IrPdKspace, produces=MappedKspace, each=True)
+def coil_maps(sl: IrPdKspace, params: CoilMapsParams, ctx: StepContext) -> MappedKspace:
     """Attach unit-norm coil maps (coils, ky, kx) estimated from the PD calibration data (Inati, Walsh or ESPIRiT)."""
-    for is_slice, item in _slices(items):
-        if not is_slice:
-            yield item
-            continue
-        try:
-            maps = irpd.coil_maps_for_slice(item, params.method, params.window_px,
-                                            params.espirit_kernel_px, params.espirit_threshold,
-                                            params.espirit_crop)
-        except ValueError as exc:
-            raise StepError(f"slice {item.slice}: {params.method} coil maps failed: {exc}") from exc
-        yield item.replace(maps=maps, maps_method=params.method)
+    with on_slice(sl.info, f"{params.method} coil maps"):
+        calib = calibration_block(sl.calibration.pd, sl.pd, sl.mask_pe)
+        maps = estimate_maps(calib, sl.mask_pe.shape + sl.pd.shape[-1:], params.method,
+                             params.window_px, params.espirit_kernel_px, params.espirit_threshold,
+                             params.espirit_crop)
+    return MappedKspace(sl, CoilMaps(maps.astype(np.complex64), params.method))
 
 
 # ----------------------------------------------------------------------------- unfold
@@ -207,20 +208,24 @@ class UnfoldParams:
     sense_iterations: int = field(default=30, metadata={"doc": "CG-SENSE iterations"})
 
 
-@register("unfold", UnfoldParams, mrd_output=False)
-def unfold(items: Iterator[Item], params: UnfoldParams, ctx: StepContext) -> Iterator[Item]:
+def unfold_cropped(mk: MappedKspace, params: UnfoldParams = UnfoldParams(),
+                   repeats: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """IR and PD images ``(repeats, y, x)`` of ``mk`` with the unfold step's parameters, cropped."""
+    k = mk.kspace
+    with on_slice(k.info, f"{params.method} unfold"):
+        ir, pd = unfold_images(k.ir[repeats], k.pd[repeats], mk.maps.maps, k.mask_pe, k.acceleration,
+                               k.calibration.pd, params.method, params.partial_fourier,
+                               (params.grappa_kernel_ky, params.grappa_kernel_kx), params.grappa_lam,
+                               params.sense_lam, params.sense_method, params.sense_iterations)
+    crop = lambda a: np.ascontiguousarray(centre_crop(a, shape_yx(k.info.recon_matrix)))  # noqa: E731
+    return crop(ir), crop(pd)
+
+
+@register("unfold", UnfoldParams, consumes=MappedKspace, produces=RepeatImages, each=True)
+def unfold(mk: MappedKspace, params: UnfoldParams, ctx: StepContext) -> RepeatImages:
     """Reconstruct coil-combined complex IR and PD images per repeat (repeats, y, x) in SNR units (GRAPPA or SENSE)."""
-    for is_slice, item in _slices(items):
-        if not is_slice:
-            yield item
-            continue
-        ir, pd = irpd.unfold_slice(item, params.method, params.partial_fourier,
-                                   (params.grappa_kernel_ky, params.grappa_kernel_kx),
-                                   params.grappa_lam, params.sense_lam, params.sense_method,
-                                   params.sense_iterations)
-        # k-space is no longer needed: drop it to bound memory
-        yield item.replace(ir=ir, pd=pd, ir_kspace=None, pd_kspace=None, kind="repeats",
-                           used=tuple(range(len(ir))))
+    ir, pd = unfold_cropped(mk, params)
+    return RepeatImages(mk.info, ir, pd)   # the k-space is not handed on: memory stays bounded
 
 
 # ----------------------------------------------------------------------------- moco_average
@@ -250,37 +255,26 @@ class MocoAverageParams:
     demons_iterations: int = field(default=60, metadata={"doc": "demons iterations (nonrigid)"})
 
 
-@register("moco_average", MocoAverageParams, mrd_output=False)
-def moco_average(items: Iterator[Item], params: MocoAverageParams, ctx: StepContext) -> Iterator[Item]:
+@register("moco_average", MocoAverageParams, consumes=RepeatImages, produces=AveragedImages, each=True)
+def moco_average(im: RepeatImages, params: MocoAverageParams, ctx: StepContext) -> AveragedImages:
     """Motion-corrected (1/√K)-average of the repeats: key frame, heart-ROI registration, PD-to-IR alignment, best half (Kellman 2005)."""
-    for is_slice, item in _slices(items):
-        if not is_slice:
-            yield item
-            continue
-        if item.ir is None or item.kind != "repeats":
-            raise StepError(f"slice {item.slice}: moco_average needs per-repeat images; put it "
-                            f"after unfold (got kind '{item.kind}')")
-        if params.mode == "plain":
-            ir, pd = plain_average(item.ir, item.pd)
-            ref = irpd.key_frame(item.ir, params.roi_fraction)
-            yield item.replace(ir=ir[None], pd=pd[None], kind="average",
-                               used=tuple(range(len(item.ir))), ref_index=ref)
-            continue
-        res = moco_average_images(item.ir, item.pd, transform=params.transform,
-                                  keep_fraction=params.keep_fraction,
-                                  roi_fraction=params.roi_fraction, reference=params.reference,
-                                  register_pd_to_ir=params.register_pd_to_ir,
-                                  max_pd_shift_px=params.max_pd_shift_px,
-                                  demons_iterations=params.demons_iterations)
-        ctx.log.info("moco_average: slice %d key frame %d, kept %s of %d, recentred by %s px, "
-                     "PD shift %s px", item.slice, res.key_index, res.kept.tolist(), len(item.ir),
-                     np.round(res.recentre_shift, 2).tolist(), np.round(res.pd_shift, 2).tolist())
-        diag = dict(item.info, moco_key=res.key_index, moco_kept=res.kept.tolist(),
-                    moco_shifts=res.shifts.tolist(), moco_pd_shift=res.pd_shift.tolist(),
-                    moco_recentre=res.recentre_shift.tolist())
-        yield item.replace(ir=res.ir[None], pd=res.pd[None], kind="moco",
-                           used=tuple(int(k) for k in res.kept), ref_index=res.key_index,
-                           info=diag)
+    if params.mode == "plain":
+        ir, pd = plain_average(im.ir, im.pd)
+        return AveragedImages(im.info, ir, pd, used=tuple(range(len(im.ir))),
+                              key=key_frame(im.ir, params.roi_fraction), roles=("AVE",))
+    res = moco_average_images(im.ir, im.pd, transform=params.transform,
+                              keep_fraction=params.keep_fraction,
+                              roi_fraction=params.roi_fraction, reference=params.reference,
+                              register_pd_to_ir=params.register_pd_to_ir,
+                              max_pd_shift_px=params.max_pd_shift_px,
+                              demons_iterations=params.demons_iterations)
+    ctx.log.info("moco_average: slice %d key frame %d, kept %s of %d, recentred by %s px, "
+                 "PD shift %s px", im.info.slice, res.key_index, res.kept.tolist(), len(im.ir),
+                 np.round(res.recentre_shift, 2).tolist(), np.round(res.pd_shift, 2).tolist())
+    diag = dict(moco_key=res.key_index, moco_kept=res.kept.tolist(), moco_shifts=res.shifts.tolist(),
+                moco_pd_shift=res.pd_shift.tolist(), moco_recentre=res.recentre_shift.tolist())
+    return AveragedImages(im.info, res.ir, res.pd, used=tuple(int(k) for k in res.kept),
+                          key=int(res.key_index), roles=("MOCO", "AVE"), diagnostics=diag)
 
 
 # ----------------------------------------------------------------------------- psir
@@ -313,27 +307,19 @@ def classical_psir(ir: np.ndarray, pd: np.ndarray, params: PsirParams):
                    psirnet_compatible=params.psirnet_compatible)
 
 
-@register("psir", PsirParams, mrd_output=False)
-def psir(items: Iterator[Item], params: PsirParams, ctx: StepContext) -> Iterator[Item]:
+@register("psir", PsirParams, consumes=(RepeatImages, AveragedImages), produces=PsirImages, each=True)
+def psir(im: RepeatImages | AveragedImages, params: PsirParams, ctx: StepContext) -> PsirImages:
     """Surface-coil-corrected PSIR and MagIR (Kellman 2002) from one repeat or the averaged IR/PD pair."""
-    for is_slice, item in _slices(items):
-        if not is_slice:
-            yield item
-            continue
-        if item.ir is None or item.pd is None:
-            raise StepError(f"slice {item.slice}: psir needs coil-combined images; put unfold "
-                            "(and optionally moco_average) before psir")
-        if item.kind == "repeats":
-            k = irpd.choose_repeat(item.ir, params.repeat, params.roi_fraction, f"slice {item.slice}: psir")
-            ir, pd, used, ref = item.ir[k], item.pd[k], (k,), k
+    with on_slice(im.info, "psir"):
+        if isinstance(im, RepeatImages):
+            k = choose_repeat(im.ir, params.repeat, params.roi_fraction)
+            ir, pd, used, key, roles = im.ir[k], im.pd[k], (k,), k, ()
         else:
-            ir, pd, used, ref = item.ir[0], item.pd[0], item.used, item.ref_index
-        try:
-            res = classical_psir(ir, pd, params)
-        except ValueError as exc:
-            raise StepError(f"slice {item.slice}: psir failed: {exc}") from exc
-        info = dict(item.info, psir_noise_sigma=params.noise_sigma)
-        yield item.replace(psir=res, psir_pd=pd, used=tuple(used), ref_index=int(ref), info=info)
+            ir, pd, used, key, roles = im.ir, im.pd, im.used, im.key, im.roles
+        res = classical_psir(ir, pd, params)
+    provenance = im.diagnostics if isinstance(im, AveragedImages) else {}
+    return PsirImages(im.info, res, pd, noise_sigma=params.noise_sigma, used=tuple(used), key=int(key),
+                      roles=roles, provenance=provenance)
 
 
 # ----------------------------------------------------------------------------- emit_images
@@ -365,65 +351,68 @@ def _ti_ms(ctx: StepContext) -> float | None:
     return float(ti[0]) if ti else None
 
 
-@register("emit_images", EmitImagesParams, mrd_output=True)
+_SOURCE = {(): ("repeats", "SINGLE"), ("MOCO", "AVE"): ("moco", "MOCO"), ("AVE",): ("average", "AVERAGE")}
+
+
+@register("emit_images", EmitImagesParams, consumes=PsirImages, produces=ismrmrd.Image)
 def emit_images(items: Iterator[Item], params: EmitImagesParams, ctx: StepContext) -> Iterator[Item]:
     """Emit MRD images with Gadgetron CMR conventions: REAL PSIR (·1000 + 4096), MagIR (and optionally PD), with DataRole, window and TI meta.
 
     Images are (y, x) = (PE, RO). PSIR: ``IMTYPE_REAL`` float32 ``ratio·scale + offset`` (meta
     ``GADGETRON_ScaleOffset`` = offset, ``GADGETRON_ScaleRatio`` = scale), or the float ratio
     itself with ``float_ratio`` (ScaleOffset 0, ScaleRatio 1). MagIR: ``IMTYPE_MAGNITUDE``
-    ``|IR|·a·scale``; PD (``emit_pd``) ``|PD|`` in SNR units. Headers (position, orientation, counters, time stamps) come from the
-    centre readout of the IR heartbeat of the repeat used (MOCO: the key frame).
+    ``|IR|·a·scale``; PD (``emit_pd``) ``|PD|`` in SNR units. Headers (position, orientation,
+    counters, time stamps) come from the centre readout of the IR heartbeat of the repeat used
+    (MOCO: the key frame).
     """
-    ti = None
-    ti_read = False
-    for is_slice, item in _slices(items):
-        if not is_slice:
-            yield item
-            continue
-        if item.psir is None:
-            raise StepError(f"slice {item.slice}: emit_images needs a PSIR; put the psir step before it")
-        if not ti_read:
-            ti, ti_read = _ti_ms(ctx), True
-        ref = item.refs[item.ref_index][0]
-        if ref is None:
-            raise StepError(f"slice {item.slice}: no reference acquisition header for the image")
-        roles = {"repeats": [], "moco": ["MOCO", "AVE"], "average": ["AVE"]}[item.kind]
-        sigma = float(item.info.get("psir_noise_sigma", 1.0))
-        mask = np.abs(item.psir_pd) > params.window_snr * sigma
-        used = [int(item.repeats[k]) for k in item.used]
-        common = {"GADGETRON_ImageComment": [item.kind.upper() if item.kind != "repeats" else "SINGLE",
-                                             f"repeats {','.join(map(str, used))}"],
-                  "cmrecon_repeats_used": used,
-                  "cmrecon_source": item.kind}
-        if "fallback" in item.info:   # a learned step handed back the classical result, and why
-            common["cmrecon_fallback"] = item.info["fallback"]
-            common["GADGETRON_ImageComment"] = common["GADGETRON_ImageComment"] + ["CLASSICAL FALLBACK"]
-        if ti is not None:
-            common["GADGETRON_TI"] = f"{ti:g}"
-        if params.float_ratio:
-            data = item.psir.psir.astype(np.float32)
-            centre, width = irpd.auto_window(data, mask, low=0.0)
-            offset, scale = 0.0, 1.0
+    for item in items:
+        if isinstance(item, PsirImages):
+            yield from _psir_images(item, params, _ti_ms(ctx))
         else:
-            data = (item.psir.psir * params.scale + params.offset).astype(np.float32)
-            centre, width = irpd.auto_window(data, mask, low=params.offset)
-            offset, scale = params.offset, params.scale
-        meta = dict(common, DataRole=["PSIR"] + roles, GADGETRON_DataRole=["PSIR"] + roles,
-                    GADGETRON_ScaleOffset=f"{offset:g}", GADGETRON_ScaleRatio=f"{scale:g}",
-                    WindowCenter=f"{centre:.6g}", WindowWidth=f"{width:.6g}",
-                    cmrecon_float_ratio=str(params.float_ratio).lower())
-        yield make_image(data, ref, item.fov_mm, series=params.psir_series_index,
-                         index=item.slice + 1, image_type=ismrmrd.IMTYPE_REAL, meta=meta)
-        magnitudes = [("MagIR", params.emit_magir, params.magir_series_index, params.scale,
-                       item.psir.magir),
-                      ("PD", params.emit_pd, params.pd_series_index, 1.0, np.abs(item.psir_pd))]
-        for role, wanted, series, scale, values in magnitudes:
-            if not wanted:
-                continue
-            mag = (values * scale).astype(np.float32)
-            centre, width = irpd.auto_window(mag, mask, low=0.0)
-            meta = dict(common, DataRole=[role] + roles, GADGETRON_DataRole=[role] + roles,
-                        WindowCenter=f"{centre:.6g}", WindowWidth=f"{width:.6g}")
-            yield make_image(mag, ref, item.fov_mm, series=series, index=item.slice + 1,
-                             image_type=ismrmrd.IMTYPE_MAGNITUDE, meta=meta)
+            yield item
+
+
+def _psir_images(item: PsirImages, params: EmitImagesParams, ti: float | None) -> Iterator[ismrmrd.Image]:
+    """The MRD images of one slice's :class:`PsirImages` (PSIR, then MagIR and PD when asked)."""
+    info = item.info
+    ref = info.refs[item.key][0]
+    if ref is None:
+        raise StepError(f"slice {info.slice}: no reference acquisition header for the image")
+    source, comment = _SOURCE[item.roles]
+    mask = np.abs(item.pd) > params.window_snr * item.noise_sigma
+    used = [int(info.repeats[k]) for k in item.used]
+    common = {"GADGETRON_ImageComment": [comment, f"repeats {','.join(map(str, used))}"],
+              "cmrecon_repeats_used": used,
+              "cmrecon_source": source}
+    if item.fallback is not None:   # a learned step handed back the classical result, and why
+        common["cmrecon_fallback"] = item.fallback
+        common["GADGETRON_ImageComment"] = common["GADGETRON_ImageComment"] + ["CLASSICAL FALLBACK"]
+    if ti is not None:
+        common["GADGETRON_TI"] = f"{ti:g}"
+    roles = list(item.roles)
+    if params.float_ratio:
+        data = item.psir.psir.astype(np.float32)
+        centre, width = auto_window(data, mask, low=0.0)
+        offset, scale = 0.0, 1.0
+    else:
+        data = (item.psir.psir * params.scale + params.offset).astype(np.float32)
+        centre, width = auto_window(data, mask, low=params.offset)
+        offset, scale = params.offset, params.scale
+    meta = dict(common, DataRole=["PSIR"] + roles, GADGETRON_DataRole=["PSIR"] + roles,
+                GADGETRON_ScaleOffset=f"{offset:g}", GADGETRON_ScaleRatio=f"{scale:g}",
+                WindowCenter=f"{centre:.6g}", WindowWidth=f"{width:.6g}",
+                cmrecon_float_ratio=str(params.float_ratio).lower())
+    yield make_image(data, ref, info.fov_mm, series=params.psir_series_index,
+                     index=info.slice + 1, image_type=ismrmrd.IMTYPE_REAL, meta=meta)
+    magnitudes = [("MagIR", params.emit_magir, params.magir_series_index, params.scale,
+                   item.psir.magir),
+                  ("PD", params.emit_pd, params.pd_series_index, 1.0, np.abs(item.pd))]
+    for role, wanted, series, scale, values in magnitudes:
+        if not wanted:
+            continue
+        mag = (values * scale).astype(np.float32)
+        centre, width = auto_window(mag, mask, low=0.0)
+        meta = dict(common, DataRole=[role] + roles, GADGETRON_DataRole=[role] + roles,
+                    WindowCenter=f"{centre:.6g}", WindowWidth=f"{width:.6g}")
+        yield make_image(mag, ref, info.fov_mm, series=series, index=info.slice + 1,
+                         image_type=ismrmrd.IMTYPE_MAGNITUDE, meta=meta)

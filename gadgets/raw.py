@@ -26,7 +26,7 @@ class PrewhitenParams:
         "choices": ("error", "identity")})
 
 
-@register("noise_prewhiten", PrewhitenParams)
+@register("noise_prewhiten", PrewhitenParams, consumes=ismrmrd.Acquisition)
 def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepContext) -> Iterator[Item]:
     """Estimate coil noise covariance from the noise scan and prewhiten every later readout.
 
@@ -79,7 +79,7 @@ def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepCon
         yield item
 
 
-@register("remove_oversampling", NoParams)
+@register("remove_oversampling", NoParams, consumes=ismrmrd.Acquisition)
 def remove_oversampling(items: Iterator[Item], params: NoParams, ctx: StepContext) -> Iterator[Item]:
     """Crop readout oversampling in image space so readouts match the reconstructed FOV.
 

@@ -106,8 +106,11 @@ def test_steps_with_python_outputs_share_one_external(monkeypatch):
         for group in items:
             yield from group
 
-    monkeypatch.setitem(registry._REGISTRY, "t_collect", StepSpec("t_collect", NoParams, collect, "c", False))
-    monkeypatch.setitem(registry._REGISTRY, "t_emit", StepSpec("t_emit", NoParams, emit, "e", True))
+    import ismrmrd
+    monkeypatch.setitem(registry._REGISTRY, "t_collect",
+                        StepSpec("t_collect", NoParams, collect, "c", (ismrmrd.Acquisition,), list))
+    monkeypatch.setitem(registry._REGISTRY, "t_emit",
+                        StepSpec("t_emit", NoParams, emit, "e", (list,), ismrmrd.Acquisition))
     chain = load_yaml("steps:\n - step: passthrough\n - step: t_collect\n - step: t_emit\n - step: fft_rss\n"
                       "   params: {image_series_index: 3}\n")
     xml = to_xml(chain)
@@ -121,6 +124,26 @@ def test_steps_with_python_outputs_share_one_external(monkeypatch):
                  '</stream></configuration>')
     with pytest.raises(ChainError, match="step 't_collect' hands Python objects .* cannot end an <external>"):
         load_xml(ungrouped)
+
+
+def test_chains_are_checked_for_type_flow_when_loaded_and_the_error_names_the_missing_step():
+    """A step given a product it does not consume fails at load, naming the step that makes it."""
+    with pytest.raises(ChainError, match=r"step 1 \('psir'\): step 'psir' consumes RepeatImages or "
+                       r"AveragedImages, but the stream carries Acquisition there; put "
+                       r"moco_average or unfold before it \(from the stream's input\)"):
+        load_yaml("steps:\n - step: psir\n - step: buffer_ir_pd\n - step: emit_images\n")
+    with pytest.raises(ChainError, match=r"step 3 \('unfold'\): step 'unfold' consumes MappedKspace, "
+                       r"but the stream carries IrPdKspace there; put coil_maps before it \(from "
+                       r"step 2 \('buffer_ir_pd'\)\)"):
+        load_yaml("steps:\n - step: noise_prewhiten\n - step: buffer_ir_pd\n - step: unfold\n")
+    with pytest.raises(ChainError, match=r"ends with step 3 \('coil_maps'\), which hands on "
+                       r"MappedKspace, not MRD images; add a step that consumes it \(psirnet_recon, unfold\)"):
+        load_yaml("steps:\n - step: noise_prewhiten\n - step: buffer_ir_pd\n - step: coil_maps\n")
+    with pytest.raises(ChainError, match="'emit_images' consumes PsirImages, but the stream carries Image"):
+        load_yaml("steps:\n - step: fft_rss\n - step: emit_images\n")
+    # every shipped chain flows
+    for name in list_chains():
+        resolve(name)
 
 
 def test_with_step_params_sets_one_steps_parameters_and_names_a_missing_step():

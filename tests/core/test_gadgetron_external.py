@@ -100,8 +100,9 @@ def test_bad_property_is_an_error_not_a_silent_default(case):
 def test_grouped_external_reports_a_missing_pd_partner_as_error():
     h5 = DATA / "sim_lge_full.h5"
     ir_only = [a for a in iter_items(h5) if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) or a.idx.set == 0]
-    played = play_gadgetron("steps", '<configuration><step name="buffer_ir_pd"/>'
-                            '<step name="emit_images"/></configuration>', read_header_xml(h5), ir_only)
+    played = play_gadgetron("steps", '<configuration><step name="buffer_ir_pd"/><step name="coil_maps"/>'
+                            '<step name="unfold"/><step name="psir"/><step name="emit_images"/>'
+                            '</configuration>', read_header_xml(h5), ir_only)
     errors = [m for m in played.messages if isinstance(m, P.Error)]
     assert played.returncode != 0 and errors and "no PD partner" in errors[0].text
 

@@ -11,10 +11,11 @@ import torch
 
 from cmrecon.chain.definition import load_file, resolve, with_step_params
 from cmrecon.errors import StepError
-from cmrecon.models import inference as inf
+from cmrecon.models import adapter, serving as inf
 from cmrecon.models import shipped
 from cmrecon.models.psirnet import PSIRNet
 from cmrecon.models.weights import ChecksumMismatchError, WeightsError, save_checkpoint
+from cmrecon.products.lge import MappedKspace, PsirImages
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,9 +113,9 @@ def test_model_cache_returns_one_model_for_two_chains(tiny_ckpt, full_slice):
     # other items pass at once: before the held slice with batch 4, after it with batch 1
     assert out1[0] == "other item" and out2[1] == "other item"
     r1, r2 = out1[1], out2[0]
-    assert r1.info["psirnet_sha256"] == a.sha256
+    assert r1.provenance["psirnet_sha256"] == a.sha256
     assert np.array_equal(r1.psir.psir, r2.psir.psir) and r1.psir.psir.shape == (48, 64)
-    assert r1.ir_kspace is None and r1.psir_pd.shape == (48, 64)
+    assert isinstance(r1, PsirImages) and r1.pd.shape == (48, 64)
 
 
 def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
@@ -125,7 +126,7 @@ def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
     maps = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
     mask = (torch.arange(24) % 2 == 0).reshape(1, 1, 1, 24).expand(2, 1, 32, 24)
     with torch.inference_mode():
-        psir, magir, pd, scc, phase = inf.psirnet_images(model, k, 0.5 * k, mask, maps)
+        psir, magir, pd, scc, phase = adapter.psirnet_images(model, k, 0.5 * k, mask, maps)
         ref = model(k, 0.5 * k, mask, maps)
     assert torch.equal(psir, ref)
     assert psir.shape == magir.shape == pd.shape == (2, 1, 32, 24)
@@ -138,30 +139,26 @@ def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
 def full_slice():
     """The fully sampled recorded slice after noise_prewhiten → … → coil_maps."""
     from cmrecon.chain.registry import StepContext, get_step
-    from cmrecon.recon.irpd import IrPdSlice
     header, items = _items("full")
     ctx = StepContext(header_xml=header)
     stream = iter(items)
     for name in ("noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps"):
         spec = get_step(name)
         stream = spec.fn(stream, spec.make_params({}), ctx)
-    return [x for x in stream if isinstance(x, IrPdSlice)][0]
+    return [x for x in stream if isinstance(x, MappedKspace)][0]
 
 
 def test_out_of_range_input_is_a_clear_step_error(full_slice):
     sl = full_slice
-    inp = inf.prepare_slice(sl)
+    prepare_slice = adapter.prepare_slice
+    inp = prepare_slice(sl)
     assert inp.ir_kspace.shape == (8, 64, 48) and inp.mask.shape == (1, 64, 48)
     with pytest.raises(StepError, match="8 coils is outside the accepted 16..64"):
-        inf.prepare_slice(sl, min_coils=16)
+        prepare_slice(sl, min_coils=16)
     with pytest.raises(StepError, match="smaller than 64 pixels"):
-        inf.prepare_slice(sl, min_matrix=64)
-    with pytest.raises(StepError, match="needs the PD"):
-        inf.prepare_slice(sl.replace(pd_kspace=None))
-    with pytest.raises(StepError, match="needs coil maps"):
-        inf.prepare_slice(sl.replace(maps=None))
+        prepare_slice(sl, min_matrix=64)
     with pytest.raises(StepError, match="repeat = 3 is outside"):
-        inf.prepare_slice(sl, repeat=3)
+        prepare_slice(sl, repeat=3)
 
 
 def test_calibration_only_rows_are_filled_from_the_chosen_heartbeats_own_acs():
@@ -169,23 +166,23 @@ def test_calibration_only_rows_are_filled_from_the_chosen_heartbeats_own_acs():
     repeat's own (the network was trained on whole shots, ACS included), not the mean over
     repeats that moved differently."""
     from cmrecon.chain.registry import StepContext, get_step
-    from cmrecon.recon.irpd import IrPdSlice
     header, items = _items("r2_embedded")
     ctx = StepContext(header_xml=header)
     stream = iter(items)
     for name in ("noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps"):
         spec = get_step(name)
         stream = spec.fn(stream, spec.make_params({}), ctx)
-    sl = [x for x in stream if isinstance(x, IrPdSlice)][0]
-    extra = [r for r in sl.acs_rows if not sl.mask_pe[r]]
+    mk = [x for x in stream if isinstance(x, MappedKspace)][0]
+    sl, cal = mk.kspace, mk.kspace.calibration
+    extra = [r for r in cal.rows if not sl.mask_pe[r]]
     assert extra, "the recorded R = 2 stream has calibration-only rows"
-    with_acs = inf.prepare_slice(sl, repeat=1)
-    without = inf.prepare_slice(sl, repeat=1, use_acs=False)
+    with_acs = adapter.prepare_slice(mk, repeat=1)
+    without = adapter.prepare_slice(mk, repeat=1, use_acs=False)
     assert with_acs.mask[0, 0].sum() == without.mask[0, 0].sum() + len(extra)
-    j = list(sl.acs_rows).index(extra[0])
-    np.testing.assert_array_equal(with_acs.pd_kspace[:, :, extra[0]], sl.acs_repeats[1, 1][:, j])
-    np.testing.assert_array_equal(with_acs.ir_kspace[:, :, extra[0]], sl.acs_repeats[0, 1][:, j])
-    assert not np.array_equal(sl.acs_repeats[0, 1][:, j], sl.acs_ir[:, j])   # not the mean
+    j = list(cal.rows).index(extra[0])
+    np.testing.assert_array_equal(with_acs.pd_kspace[:, :, extra[0]], cal.per_repeat[1, 1][:, j])
+    np.testing.assert_array_equal(with_acs.ir_kspace[:, :, extra[0]], cal.per_repeat[0, 1][:, j])
+    assert not np.array_equal(cal.per_repeat[0, 1][:, j], cal.ir[:, j])   # not the mean
     assert not without.ir_kspace[:, :, extra[0]].any()
     imaging = np.flatnonzero(sl.mask_pe)
     np.testing.assert_array_equal(with_acs.ir_kspace[:, :, imaging], without.ir_kspace[:, :, imaging])
@@ -245,7 +242,7 @@ def _fake_inputs(n: int) -> list:
     out = []
     for i in range(n):
         k = (rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16))).astype(np.complex64)
-        out.append(inf.SliceInput(k, k, np.ones((1, 16, 16), bool), np.ones_like(k) / np.sqrt(2), 0))
+        out.append(adapter.SliceInput(k, k, np.ones((1, 16, 16), bool), np.ones_like(k) / np.sqrt(2), 0))
     return out
 
 

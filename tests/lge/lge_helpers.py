@@ -1,4 +1,4 @@
-"""Helpers for the LGE step tests: run a prefix of a chain's steps and collect IrPdSlices."""
+"""Helpers for the LGE step tests: run a prefix of a chain's steps and collect its products."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from cmrecon.chain.registry import StepContext, get_step
-from cmrecon.recon.irpd import IrPdSlice
+import ismrmrd
 
 PREFIX = ("noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps", "unfold")
 
@@ -21,10 +21,10 @@ def run_steps(case: Any, steps: list[tuple[str, dict]]) -> list[Any]:
     return list(stream)
 
 
-def slices(case: Any, upto: str = "unfold", **overrides: dict) -> list[IrPdSlice]:
-    """IrPdSlices after prewhiten → … → ``upto``, with per-step parameter overrides."""
+def slices(case: Any, upto: str = "unfold", **overrides: dict) -> list[Any]:
+    """The products (one per slice) after prewhiten → … → ``upto``, with parameter overrides."""
     names = PREFIX[:PREFIX.index(upto) + 1]
     steps = [(n, dict(overrides.get(n, {}))) for n in names]
-    out = [x for x in run_steps(case, steps) if isinstance(x, IrPdSlice)]
+    out = [x for x in run_steps(case, steps) if not isinstance(x, ismrmrd.Acquisition)]
     assert out, "no slice came out of the buffer"
     return out

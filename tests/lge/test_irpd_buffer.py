@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmrecon.errors import StepError
-from cmrecon.recon.irpd import IrPdBuffer, Readout, acs_block, estimate_acceleration
+from cmrecon.recon.buffer import IrPdBuffer, Readout, acs_block, estimate_acceleration
 
 KY, KX, COILS = 16, 8, 3
 CENTRE = KY // 2
@@ -47,26 +47,26 @@ def test_slice_is_released_exactly_at_the_last_readout_of_the_last_set_and_repea
         released += out
     assert len(released) == 1 and buf.open_slices == []
     sl = released[0]
-    assert sl.ir_kspace.shape == sl.pd_kspace.shape == (2, COILS, KY, KX)
-    assert sl.ir_kspace.dtype == np.complex64
-    assert sl.repeats == (0, 1) and sl.acceleration == 2
+    assert sl.ir.shape == sl.pd.shape == (2, COILS, KY, KX)
+    assert sl.ir.dtype == np.complex64
+    assert sl.info.repeats == (0, 1) and sl.acceleration == 2
     # data landed on the right rows: value = 100·set + 10·repeat + line
-    assert sl.pd_kspace[1, 0, CENTRE, 0] == 100 + 10 + CENTRE
-    assert sl.ir_kspace[0, 0, 4, 0] == 4
+    assert sl.pd[1, 0, CENTRE, 0] == 100 + 10 + CENTRE
+    assert sl.ir[0, 0, 4, 0] == 4
     assert np.array_equal(np.flatnonzero(sl.mask_pe), LINES_R2)
     # the ACS block is symmetric about the centre row (k = 0 on row ay // 2), mean over repeats
-    assert np.array_equal(sl.acs_rows, np.arange(CENTRE - 3, CENTRE + 3))
-    assert sl.acs.shape == (COILS, 6, KX)
-    assert sl.acs[0, 3, 0] == pytest.approx(100 + 5 + CENTRE)  # mean of repeats 0 and 1
+    assert np.array_equal(sl.calibration.rows, np.arange(CENTRE - 3, CENTRE + 3))
+    assert sl.calibration.pd.shape == (COILS, 6, KX)
+    assert sl.calibration.pd[0, 3, 0] == pytest.approx(100 + 5 + CENTRE)  # mean of repeats 0 and 1
     # the reference header is the readout nearest the k-space centre, per set and repeat
-    assert sl.refs[1][1] == ("hdr", 0, 1, 1, CENTRE)
+    assert sl.info.refs[1][1] == ("hdr", 0, 1, 1, CENTRE)
     assert buf.flush() == []
 
 
 def test_released_slices_are_dropped_and_later_slices_are_independent():
     buf = _buffer(repeats=1)
     out = [s for r in _shot(0, 0, 0, LINES_R2) + _shot(0, 1, 0, LINES_R2) for s in buf.push(r)]
-    assert [s.slice for s in out] == [0] and buf.open_slices == []
+    assert [s.info.slice for s in out] == [0] and buf.open_slices == []
     buf.push(_shot(1, 0, 0, LINES_R2)[0])
     assert buf.open_slices == [1]          # memory held: only the open slice
     with pytest.raises(StepError, match="slice 0 .*after that slice was complete and released"):
@@ -80,7 +80,7 @@ def test_unknown_repeat_count_releases_at_flush_only():
             for r in _shot(0, s, rep, list(range(KY))):
                 assert buf.push(r) == []
     (sl,) = buf.flush()
-    assert sl.repeats == (0, 1, 2) and sl.acceleration == 1 and sl.acs is None
+    assert sl.info.repeats == (0, 1, 2) and sl.acceleration == 1 and sl.calibration.pd is None
 
 
 def test_missing_pd_partner_is_a_clear_error():
@@ -158,16 +158,16 @@ def test_embedded_calibration_keeps_each_heartbeats_own_acs_rows():
                 for r in shot(set_, rep):
                     got += buf.push(r)
         (sl,) = got
-        assert sl.calibration_mode == mode
+        assert sl.calibration.mode == mode
         if not keeps:
-            assert sl.acs_repeats is None
+            assert sl.calibration.per_repeat is None
             continue
-        assert sl.acs_repeats.shape == (2, 2, COILS, len(sl.acs_rows), KX)
-        for j, row in enumerate(sl.acs_rows):
+        assert sl.calibration.per_repeat.shape == (2, 2, COILS, len(sl.calibration.rows), KX)
+        for j, row in enumerate(sl.calibration.rows):
             for set_ in (0, 1):
                 for rep in range(2):
                     expect = (1000 * set_ + 100 * rep + row) if row in acs else (100 * set_ + 10 * rep + row)
-                    assert sl.acs_repeats[set_, rep, 0, j, 0] == expect
+                    assert sl.calibration.per_repeat[set_, rep, 0, j, 0] == expect
 
 
 def test_repeat_counter_auto_numbers_average_and_repetition_layouts():

@@ -10,12 +10,13 @@ from scipy.ndimage import binary_erosion
 from cmrecon.chain.registry import StepContext, get_step
 from cmrecon.errors import StepError
 from cmrecon.metrics import nrmse
-from cmrecon.recon.irpd import IrPdSlice, unfold_slice
+from cmrecon.products.lge import CoilMaps, MappedKspace, RepeatImages, SliceInfo
 from cmrecon.recon.moco import fourier_shift
 from cmrecon.recon.psir import psir as psir_fn
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.lge import LgeParams, simulate_lge
 
+from cmrecon_gadgets.lge_steps import UnfoldParams, unfold_cropped
 from lge_helpers import run_steps, slices
 
 TINY = dict(matrix=(64, 48), coils=8, noise_readouts=16)
@@ -33,8 +34,10 @@ def clean_slice(clean_full):
     return slices(clean_full, upto="coil_maps")[0]
 
 
-def _undersample(sl: IrPdSlice, R: int, acs_rows: int) -> IrPdSlice:
+def _undersample(mk: MappedKspace, R: int, acs_rows: int) -> MappedKspace:
     """Retrospective R-fold lattice through the centre row plus embedded ACS rows."""
+    from dataclasses import replace
+    sl = mk.kspace
     ky = sl.mask_pe.shape[0]
     c = ky // 2
     mask = np.zeros(ky, bool)
@@ -42,21 +45,22 @@ def _undersample(sl: IrPdSlice, R: int, acs_rows: int) -> IrPdSlice:
     rows = np.arange(c - acs_rows // 2, c + acs_rows // 2)
     mask[rows] = True
     keep = mask[None, None, :, None]
-    acs = sl.pd_kspace[:, :, rows].mean(axis=0)
-    return sl.replace(ir_kspace=sl.ir_kspace * keep, pd_kspace=sl.pd_kspace * keep, mask_pe=mask,
-                      acs=acs.astype(np.complex64), acs_rows=rows, acceleration=R)
+    acs = sl.pd[:, :, rows].mean(axis=0)
+    cal = replace(sl.calibration, pd=acs.astype(np.complex64), rows=rows)
+    return replace(mk, kspace=replace(sl, ir=sl.ir * keep, pd=sl.pd * keep, mask_pe=mask,
+                                      calibration=cal, acceleration=R))
 
 
 @pytest.mark.parametrize("R", [2, 3])
 def test_grappa_on_noise_free_data_reproduces_the_fully_sampled_image(clean_slice, clean_full, R):
-    full_ir, full_pd = unfold_slice(clean_slice)
+    full_ir, full_pd = unfold_cropped(clean_slice)
     body = clean_full.truth["body_mask"][0].T
     heart = clean_full.truth["heart_mask"][0].T
     # the fully sampled combination matches the truth magnitude up to coil-map estimation error
     # (Inati maps from 24 low-pass rows vs the true maps): < 2 % in the heart region (the
     # maps are poorest at the body edge and in the low-signal lungs, not checked here)
     assert nrmse(np.abs(full_pd[0]), np.abs(clean_full.truth["pd"][0].T), heart) < 0.02
-    ir, pd = unfold_slice(_undersample(clean_slice, R, 16))
+    ir, pd = unfold_cropped(_undersample(clean_slice, R, 16))
     # noise-free GRAPPA: only the kernel's fit residual remains. With 8 coils on a 48-row
     # matrix and a 4×5 kernel this is ~2 % at R = 2 and ~9 % at R = 3 (g-factor-like growth
     # of the fit error with R; the band-limited object's edge ringing is part of what the kernel
@@ -69,8 +73,8 @@ def test_grappa_on_noise_free_data_reproduces_the_fully_sampled_image(clean_slic
 
 def test_sense_with_true_maps_on_noise_free_data_reproduces_the_true_combination(clean_slice, clean_full):
     true_maps = np.ascontiguousarray(np.transpose(clean_full.truth["coil_maps"][0], (0, 2, 1)))
-    sl = _undersample(clean_slice.replace(maps=true_maps), 2, 16)
-    ir, pd = unfold_slice(sl, method="sense")
+    sl = _undersample(MappedKspace(clean_slice.kspace, CoilMaps(true_maps, "true")), 2, 16)
+    ir, pd = unfold_cropped(sl, UnfoldParams(method="sense"))
     body = clean_full.truth["body_mask"][0].T
     # exact model except the Tikhonov weight 1e-3 (relative to Σ|S|² = 1) and the PD's tiny
     # per-line modulation: error well below 1 %
@@ -79,20 +83,16 @@ def test_sense_with_true_maps_on_noise_free_data_reproduces_the_true_combination
     assert nrmse(ir[0], clean_full.truth["ir"][0].T, body) < 0.05
 
 
-def test_unfold_without_maps_is_a_clear_error(clean_slice):
-    with pytest.raises(StepError, match="put the coil_maps step before unfold"):
-        unfold_slice(clean_slice.replace(maps=None))
-
-
 @pytest.mark.parametrize("method", ["walsh", "espirit"])
 def test_other_coil_map_methods_give_unit_norm_maps(clean_full, method):
-    (sl,) = slices(clean_full, coil_maps={"method": method})
-    norm = np.sqrt(np.sum(np.abs(sl.maps) ** 2, axis=0))
+    (mk,) = slices(clean_full, upto="coil_maps", coil_maps={"method": method})
+    sl = unfold_cropped(mk)
+    norm = np.sqrt(np.sum(np.abs(mk.maps.maps) ** 2, axis=0))
     body = clean_full.truth["body_mask"][0].T
     assert np.allclose(norm[body], 1.0, atol=1e-3)  # Σ|S|² = 1 wherever defined
     heart = clean_full.truth["heart_mask"][0].T
     # estimated maps: the combined magnitude matches the truth to a few per cent in the heart
-    assert nrmse(np.abs(sl.pd[0]), np.abs(clean_full.truth["pd"][0].T), heart) < 0.03
+    assert nrmse(np.abs(sl[1][0]), np.abs(clean_full.truth["pd"][0].T), heart) < 0.03
 
 
 def test_psir_sign_and_ratio_per_tissue(clean_full):
@@ -135,14 +135,12 @@ def test_scc_flattens_coil_shading(clean_full):
     ir, pd = clean_full.truth["ir"][0].T, clean_full.truth["pd"][0].T
     yy = np.linspace(0, 1, ir.shape[0])[:, None]
     shading = np.exp(2.0 * yy) * np.ones(ir.shape)          # ×7.4 from top to bottom
-    base = dict(slice=0, repeats=(0,), ir_kspace=None, pd_kspace=None, mask_pe=np.ones(48, bool),
-                acs=None, acs_ir=None, acs_rows=np.zeros(0, int), acceleration=1, center_line=24,
-                recon_matrix=(64, 48), fov_mm=(360.0, 270.0, 8.0), refs=((None, None),),
-                kind="repeats")
+    info = SliceInfo(slice=0, repeats=(0,), refs=((None, None),), recon_matrix=(64, 48),
+                     fov_mm=(360.0, 270.0, 8.0))
     outs = []
     for g in (np.ones(ir.shape), shading):
-        sl = IrPdSlice(**base, ir=(ir * g * 4)[None].astype(np.complex64),
-                       pd=(pd * g * 4)[None].astype(np.complex64))
+        sl = RepeatImages(info, ir=(ir * g * 4)[None].astype(np.complex64),
+                          pd=(pd * g * 4)[None].astype(np.complex64))
         (o,) = run_steps_on(sl, "psir", {})
         outs.append(o.psir.psir)
     # pixels whose |PD| (×4) exceeds 20σ: there the regulariser's shrink p²/(p²+16) is > 0.96
@@ -168,11 +166,9 @@ def _moved_repeats(clean_full, shifts, seed=0, snr_scale=2.0):
     irs = np.stack([noisy(fourier_shift(ir, d)) for d in shifts]).astype(np.complex64)
     pds = np.stack([noisy(fourier_shift(pd, d)) for d in shifts]).astype(np.complex64)
     n = len(shifts)
-    return IrPdSlice(slice=0, repeats=tuple(range(n)), ir_kspace=None, pd_kspace=None,
-                     mask_pe=np.ones(48, bool), acs=None, acs_ir=None, acs_rows=np.zeros(0, int),
-                     acceleration=1, center_line=24, recon_matrix=(64, 48),
-                     fov_mm=(360.0, 270.0, 8.0), refs=((None, None),) * n, ir=irs, pd=pds,
-                     kind="repeats", used=tuple(range(n)))
+    info = SliceInfo(slice=0, repeats=tuple(range(n)), refs=((None, None),) * n,
+                     recon_matrix=(64, 48), fov_mm=(360.0, 270.0, 8.0))
+    return RepeatImages(info, ir=irs, pd=pds)
 
 
 @pytest.mark.parametrize("transform, big", [("translation", 2.5), ("rigid", 1.2)])
@@ -184,35 +180,35 @@ def test_moco_recovers_known_translations(clean_full, transform, big):
     sl = _moved_repeats(clean_full, shifts)
     (out,) = run_steps_on(sl, "moco_average", {"transform": transform, "roi_fraction": 1.0,
                                                "register_pd_to_ir": False, "reference": "mean"})
-    key = out.info["moco_key"]
-    est = np.array(out.info["moco_shifts"])
+    key = out.diagnostics["moco_key"]
+    est = np.array(out.diagnostics["moco_shifts"])
     # repeat k moved by d_k maps onto the key by −(d_k − d_key); at SNR ~50 the cross-
     # correlation peak is good to ~0.1 px (1/20 px grid)
     np.testing.assert_allclose(est, -(shifts - shifts[key]), atol=0.15)
     # reference = mean: the average sits at the mean position of all repeats
-    np.testing.assert_allclose(out.info["moco_recentre"], -est.mean(axis=0), atol=1e-9)
+    np.testing.assert_allclose(out.diagnostics["moco_recentre"], -est.mean(axis=0), atol=1e-9)
     # keep_fraction 0.5 caps the average at 3 repeats; at this SNR (~40 in blood) even the
     # 1/20 px registration residual exceeds the noise, so fewer may be kept (predicted MSE)
-    assert out.kind == "moco" and out.ir.shape == (1, 48, 64) and 1 <= len(out.used) <= 3
+    assert out.roles == ("MOCO", "AVE") and out.ir.shape == (48, 64) and 1 <= len(out.used) <= 3
     assert key in out.used
     # noise σ stays 1 in the average: background (outside the body) std of Re/Im ≈ 1/√2
     bg = np.zeros((48, 64), bool)
     bg[:4, :4] = bg[:4, -4:] = bg[-4:, :4] = bg[-4:, -4:] = True
-    assert 0.5 < float(np.std(out.ir[0][bg].real)) * np.sqrt(2) < 1.5
+    assert 0.5 < float(np.std(out.ir[bg].real)) * np.sqrt(2) < 1.5
 
 
 def test_plain_average_mode_uses_all_repeats_without_registration(clean_full):
     shifts = np.array([(0.0, 0.0), (3.0, 0.0)])
     sl = _moved_repeats(clean_full, shifts)
     (out,) = run_steps_on(sl, "moco_average", {"mode": "plain"})
-    np.testing.assert_allclose(out.ir[0], (sl.ir[0] + sl.ir[1]) / np.sqrt(2), atol=1e-5)
-    assert out.kind == "average" and out.used == (0, 1)
+    np.testing.assert_allclose(out.ir, (sl.ir[0] + sl.ir[1]) / np.sqrt(2), atol=1e-5)
+    assert out.roles == ("AVE",) and out.used == (0, 1)
 
 
 def test_psir_repeat_parameter_and_its_range(clean_full):
     sl = _moved_repeats(clean_full, np.zeros((3, 2)))
     (out,) = run_steps_on(sl, "psir", {"repeat": 2})
-    assert out.used == (2,) and out.ref_index == 2
+    assert out.used == (2,) and out.key == 2
     np.testing.assert_array_equal(out.psir.psir, psir_fn(sl.ir[2], sl.pd[2]).psir)
     with pytest.raises(StepError, match="repeat = 3 is outside the 3 repeats"):
         run_steps_on(sl, "psir", {"repeat": 3})
@@ -222,12 +218,10 @@ def test_psir_repeat_parameter_and_its_range(clean_full):
 
 
 def test_emit_images_headers_follow_gadgetron_cmr_conventions(clean_full):
-    out = run_steps(clean_full, [("noise_prewhiten", {}), ("remove_oversampling", {}),
-                                 ("buffer_ir_pd", {}), ("coil_maps", {}), ("unfold", {}),
-                                 ("psir", {})])
-    (sl,) = out
+    (images_in,) = slices(clean_full)
+    (sl,) = run_steps_on(images_in, "psir", {})
     header = clean_full.header_xml.encode()
-    ref = sl.refs[sl.ref_index][0]
+    ref = sl.info.refs[sl.key][0]
     images = run_steps_on(sl, "emit_images", {}, header)
     assert [im.image_series_index for im in images] == [1, 2]
     psir_img, magir_img = images
@@ -249,17 +243,15 @@ def test_emit_images_headers_follow_gadgetron_cmr_conventions(clean_full):
     (ratio_img, _) = run_steps_on(sl, "emit_images", {"float_ratio": True}, header)
     np.testing.assert_array_equal(ratio_img.data[0, 0], sl.psir.psir)
     assert ismrmrd.Meta.deserialize(ratio_img.attribute_string)["GADGETRON_ScaleOffset"] == "0"
-    with pytest.raises(StepError, match="put the psir step before it"):
-        run_steps_on(sl.replace(psir=None), "emit_images", {}, header)
     # PD: |PD| in SNR units, so MagIR / (PD·a·1000) is the magnitude ratio |IR|/|PD| per pixel
     (_, _, pd_img) = run_steps_on(sl, "emit_images", {"emit_pd": True}, header)
     assert pd_img.image_series_index == 3 and pd_img.image_type == ismrmrd.IMTYPE_MAGNITUDE
     assert ismrmrd.Meta.deserialize(pd_img.attribute_string)["DataRole"] == "PD"
     pd_mag = pd_img.data[0, 0]
-    np.testing.assert_allclose(pd_mag, np.abs(sl.psir_pd), rtol=1e-6)
+    np.testing.assert_allclose(pd_mag, np.abs(sl.pd), rtol=1e-6)
     tissue = pd_mag > 0.2 * pd_mag.max()
     np.testing.assert_allclose(magir_img.data[0, 0][tissue] / (pd_mag * sl.psir.scc * 1000)[tissue],
-                               np.abs(sl.ir[sl.ref_index][tissue]) / np.abs(sl.psir_pd[tissue]),
+                               np.abs(images_in.ir[sl.key][tissue]) / np.abs(sl.pd[tissue]),
                                rtol=1e-4)
 
 
@@ -268,7 +260,7 @@ def test_moco_average_outputs_in_the_key_frame_by_default(clean_full):
     shifts = np.array([(0.0, 0.0), (0.1, 0.0), (-0.1, 0.1), (2.0, 0.5), (0.05, -0.1)])
     sl = _moved_repeats(clean_full, shifts)
     (out,) = run_steps_on(sl, "moco_average", {"transform": "translation", "register_pd_to_ir": False})
-    key = out.info["moco_key"]
+    key = out.diagnostics["moco_key"]
     assert key in (0, 1, 2, 4)                      # one of the repeats near 0, never the outlier
-    assert out.info["moco_recentre"] == [0.0, 0.0]
-    assert out.ref_index == key
+    assert out.diagnostics["moco_recentre"] == [0.0, 0.0]
+    assert out.key == key

@@ -28,7 +28,7 @@ In a real Gadgetron every ``<external>`` is its own process, so only MRD items (
 waveforms, images) can pass between externals, and each one costs a process start per session.
 :func:`to_xml` therefore writes the whole chain as one external that runs its steps in order
 (hand-written XML may still split a chain where only MRD items cross; a step that hands
-step-private objects to its successor, ``mrd_output=False``, must share its successor's
+a typed product that is not an MRD item to its successor must share its successor's
 external)::
 
     <external>
@@ -48,9 +48,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import ismrmrd
 import yaml
 
-from cmrecon.chain.registry import get_step, params_to_strings
+from cmrecon.chain.registry import MRD_TYPES, get_step, known_steps, params_to_strings
 from cmrecon.errors import ChainError
 
 GADGET_MODULE = "cmrecon_gadgets"
@@ -118,9 +119,39 @@ def build_chain(name: str, steps: list[tuple[str, dict[str, Any]]], description:
     built = []
     for i, (step_name, raw) in enumerate(steps):
         spec = get_step(step_name)
-        params = spec.make_params(raw, where=f"chain '{name}' step {i + 1} ('{step_name}')")
+        where = f"chain '{name}' step {i + 1} ('{step_name}')"
+        params = spec.make_params(raw, where=where)
         built.append(StepConfig(step_name, params))
+    check_type_flow(name, [s.name for s in built])
     return Chain(name, tuple(built), description)
+
+
+def check_type_flow(name: str, steps: list[str]) -> None:
+    """Check that each step consumes what its predecessor hands on and the chain ends in MRD items.
+
+    The stream starts as MRD acquisitions; each step's ``consumes``/``produces``
+    (:func:`cmrecon.chain.registry.register`) moves it on.
+
+    Raises
+    ------
+    ChainError
+        A step given a type it does not consume (naming the steps that make what it needs), or
+        a chain whose last step hands on a product that is not an MRD item.
+    """
+    carried, source = ismrmrd.Acquisition, "the stream's input"
+    for i, step_name in enumerate(steps):
+        spec = get_step(step_name)
+        try:
+            carried = spec.output_type(carried)
+        except ChainError as exc:
+            raise ChainError(f"chain '{name}' step {i + 1} ('{step_name}'): {exc} (from "
+                             f"{source})") from None
+        source = f"step {i + 1} ('{step_name}')"
+    if not issubclass(carried, MRD_TYPES):
+        users = [s for s in known_steps() if get_step(s).consumes
+                 and issubclass(carried, get_step(s).consumes)]
+        raise ChainError(f"chain '{name}' ends with {source}, which hands on {carried.__name__}, "
+                         f"not MRD images; add a step that consumes it ({', '.join(users)})")
 
 
 def load_yaml(text: str, name: str | None = None) -> Chain:
@@ -207,7 +238,7 @@ def load_xml(text: str | bytes, name: str | None = None) -> Chain:
         group = (group_steps(el.find("configuration"), where) if target == GROUP_TARGET
                  else [(target, xml_properties(el.find("configuration"), where))])
         last = group[-1][0]
-        if not get_step(last).mrd_output:
+        if not get_step(last).produces_mrd:
             raise ChainError(f"{where}: step '{last}' hands Python objects to its successor, so it "
                              f"cannot end an <external> process; group it with the next step "
                              f"(target='{GROUP_TARGET}')")

@@ -1,12 +1,12 @@
-"""The one registry of chain steps, and typed step parameters.
+"""The one registry of chain steps: name, typed parameters and type flow of each.
 
 A step is a generator stage ``fn(items, params, ctx) -> items`` over MRD items (acquisitions,
-waveforms, images) registered once under one name. That name is the XML ``<execute target=…>``,
-the YAML ``step:`` key, what our server runs and what ``cmrecon replay --in-process`` runs.
+waveforms, images) and typed products (:mod:`cmrecon.products`), registered once under one
+name. That name is the XML ``<execute target=…>``, the YAML ``step:`` key, what our server runs
+and what ``cmrecon replay --in-process`` runs. Each step declares what it consumes and produces,
+so a chain is checked when it is loaded, not on its first slice.
 
-Parameters are frozen dataclasses; each field documents itself through
-``field(metadata={"doc": ..., "choices": (...)})``. Strings from XML and values from YAML are
-parsed once, when a chain is built; unknown keys and bad values are :class:`ChainError`.
+Parameters are frozen dataclasses parsed once by :mod:`cmrecon.params`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import ismrmrd
 from cmrecon.errors import ChainError
 from cmrecon.params import describe_params, params_to_strings, parse_params  # noqa: F401
 
-Item = Any  # ismrmrd.Acquisition | ismrmrd.Waveform | ismrmrd.Image | step-private types
+Item = Any  # ismrmrd.Acquisition | ismrmrd.Waveform | ismrmrd.Image | a product
 
 
 @dataclass
@@ -56,15 +56,55 @@ class NoParams:
     """Parameters of a step that takes none."""
 
 
+#: The MRD items a chain reads and writes; everything else is a step-to-step product.
+MRD_TYPES: tuple[type, ...] = (ismrmrd.Acquisition, ismrmrd.Image, ismrmrd.Waveform)
+
+
+class Same:
+    """``produces=Same``: the step hands on the type it was given (e.g. ``passthrough``)."""
+
+
+def type_names(types: tuple[type, ...]) -> str:
+    """``"A or B"`` for error messages."""
+    return " or ".join(t.__name__ for t in types)
+
+
 @dataclass(frozen=True)
 class StepSpec:
-    """A registered step: its name, parameter type, generator function and one-line summary."""
+    """A registered step: name, parameter type, generator, summary, and its type flow.
+
+    ``consumes``: the product types the step works on (``()`` = any: it handles every item);
+    items of other types pass through it unchanged. ``produces``: what it hands on in their
+    place (:class:`Same` = the type it was given).
+    """
 
     name: str
     params_type: type
     fn: StepFn
     summary: str
-    mrd_output: bool = True  # False: emits step-private objects (e.g. a buffered IR/PD slice)
+    consumes: tuple[type, ...] = ()
+    produces: type = Same
+
+    @property
+    def produces_mrd(self) -> bool:
+        """Whether what the step hands on can cross a Gadgetron ``<external>`` boundary."""
+        return self.produces is Same or issubclass(self.produces, MRD_TYPES)
+
+    def output_type(self, given: type) -> type:
+        """The type this step hands on when the stream carries ``given``.
+
+        Raises
+        ------
+        ChainError
+            The step does not consume ``given``; the message says which step would make what it needs.
+        """
+        if self.consumes and not issubclass(given, self.consumes):
+            makers = sorted(s.name for s in _REGISTRY.values()
+                            if s.produces is not Same and issubclass(s.produces, self.consumes))
+            hint = f"; put {' or '.join(makers)} before it" if makers else ""
+            raise ChainError(f"step '{self.name}' consumes {type_names(self.consumes)}, but the "
+                             f"stream carries {given.__name__} there{hint}")
+        return given if self.produces is Same else self.produces
 
     def make_params(self, raw: dict[str, Any] | None = None, where: str | None = None) -> Any:
         """Build this step's parameter dataclass from strings (XML) or values (YAML)."""
@@ -79,29 +119,59 @@ _REGISTRY: dict[str, StepSpec] = {}
 _GADGET_PACKAGE = "cmrecon_gadgets"
 
 
-def register(name: str, params: type = NoParams, *, mrd_output: bool = True) -> Callable[[StepFn], StepFn]:
-    """Decorator: register ``fn(items, params, ctx)`` as chain step ``name``.
+def _each(fn: Callable[[Any, Any, StepContext], Any], consumes: tuple[type, ...]) -> StepFn:
+    """A stream stage applying ``fn(product, params, ctx)`` to every item of ``consumes``; others pass."""
+    def stage(items: Iterator[Item], params: Any, ctx: StepContext) -> Iterator[Item]:
+        for item in items:
+            yield fn(item, params, ctx) if isinstance(item, consumes) else item
+    stage.__name__, stage.__doc__, stage.__wrapped__ = fn.__name__, fn.__doc__, fn
+    return stage
 
-    ``mrd_output=False`` declares that the step passes step-private Python objects to the next
-    step; in Gadgetron XML such a step shares one ``<external>`` process with its successors
-    (see :mod:`cmrecon.chain.definition`).
+
+def register(name: str, params: type = NoParams, *, consumes: type | tuple[type, ...] = (),
+             produces: type = Same, each: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator: register chain step ``name`` with its parameters and type flow.
+
+    Parameters
+    ----------
+    name : the step's one name (XML ``target``, YAML ``step:``).
+    params : frozen dataclass of its parameters.
+    consumes : product type(s) it works on; ``()`` = every item (the step passes on what it
+        does not handle itself).
+    produces : the type it hands on in their place (:class:`Same`: unchanged type).
+    each : the decorated function maps ONE product, ``fn(product, params, ctx) -> product``;
+        the registry turns it into the stream stage that passes other items through. Without
+        ``each`` the function is the stream stage ``fn(items, params, ctx) -> items``.
+
+    A chain is checked against ``consumes``/``produces`` when it is built
+    (:func:`cmrecon.chain.definition.build_chain`). A step whose product is not an MRD item
+    shares one Gadgetron ``<external>`` process with its successor.
     """
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"parameters of step '{name}' must be a dataclass, got {params!r}")
+    consumed = consumes if isinstance(consumes, tuple) else (consumes,)
+    if each and not consumed:
+        raise TypeError(f"step '{name}': each=True needs the consumed type")
 
-    def deco(fn: StepFn) -> StepFn:
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+    def deco(fn: Callable) -> Callable:
+        if name in _REGISTRY and getattr(_REGISTRY[name].fn, "__wrapped__", _REGISTRY[name].fn) is not fn:
             raise ChainError(f"step '{name}' is registered twice "
                              f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = StepSpec(name, params, fn, summary, mrd_output)
+        stage = _each(fn, consumed) if each else fn
+        _REGISTRY[name] = StepSpec(name, params, stage, summary, consumed, produces)
         return fn
 
     return deco
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered step (without loading the gadget package)."""
+    return name in _REGISTRY
+
+
 def load_steps() -> None:
-    """Import the gadget package so that every step is registered (idempotent)."""
+    """Register every step: import the gadget package (idempotent; the one place it is imported)."""
     importlib.import_module(_GADGET_PACKAGE)
 
 

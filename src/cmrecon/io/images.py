@@ -87,3 +87,31 @@ def display_view(img: ismrmrd.Image) -> tuple[str, np.ndarray, tuple[float, floa
     if role:
         return f"{role} slc{img.slice}", data, None
     return f"series{img.image_series_index} slc{img.slice} set{img.set} ave{img.average}", data, None
+
+
+def auto_window(values: np.ndarray, mask: np.ndarray, low: float = 0.0,
+                percentile: float = 95.0) -> tuple[float, float]:
+    """Display window ``(centre, width)`` spanning ``[low, p95 inside mask]``.
+
+    Parameters
+    ----------
+    values : (y, x) float
+        Image in output units.
+    mask : (y, x) bool
+        Pixels with signal (the chains use ``|PD| > 5σ``); all pixels when it selects none.
+    low : float
+        Lower end of the window, output units (0 for MagIR; the +4096 offset, i.e. ratio 0,
+        for PSIR, so nulled myocardium and background are black).
+    percentile : float
+        Upper end: this percentile of ``values`` inside ``mask``.
+
+    Returns
+    -------
+    (centre, width) : float, float
+        Width at least 1 output unit.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    sel = values[mask] if np.any(mask) else values.ravel()
+    hi = float(np.percentile(sel, percentile))
+    width = max(hi - low, 1.0)
+    return low + width / 2.0, width

@@ -240,10 +240,23 @@ class PSIRNet(nn.Module):
         torch.Tensor
             ``(B, 1, RO, PE)`` float32 PSIR (dimensionless IR/PD ratio, sign kept).
         """
+        ir_image, pd_image = self.reconstruct(ir_kspace, pd_kspace, mask, sens_maps)
+        return psir_head_tensor(ir_image, pd_image, self.window_px, self.reg, self.eps)
+
+    def reconstruct(self, ir_kspace: torch.Tensor, pd_kspace: torch.Tensor, mask: torch.Tensor,
+                    sens_maps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The final IR and PD images of the cascades, before the PSIR head.
+
+        Parameters are those of :meth:`forward`.
+
+        Returns
+        -------
+        ir_image, pd_image : ``(B, 1, RO, PE)`` complex64, SNR units.
+        """
         sens_maps = self.sens_net(sens_maps)
         ir_image = reduce(ifft2c(ir_kspace), sens_maps)
         pd_image = reduce(ifft2c(pd_kspace), sens_maps)
         for cascade in self.cascades:
             ir_image, pd_image = cascade(ir_image, pd_image, ir_kspace, pd_kspace, mask,
                                          sens_maps)
-        return psir_head_tensor(ir_image, pd_image, self.window_px, self.reg, self.eps)
+        return ir_image, pd_image

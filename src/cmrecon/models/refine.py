@@ -101,17 +101,12 @@ def classical_images(ir_k: np.ndarray, pd_k: np.ndarray, mask_pe: np.ndarray, R:
     -------
     ir, pd : (ky, kx) complex64, SNR units; maps : (coils, ky, kx) complex64
     """
-    from cmrecon.recon.irpd import IrPdSlice, acs_block, coil_maps_for_slice, unfold_slice
+    from cmrecon.recon.buffer import acs_block
+    from cmrecon.recon.unfold import calibration_block, estimate_maps, unfold
     coils, ky, kx = ir_k.shape
-    counts = mask_pe.astype(np.int32)
-    acs_pd, rows = acs_block(pd_k, counts)
-    acs_ir, _ = acs_block(ir_k, counts, rows=rows)
-    sl = IrPdSlice(slice=0, repeats=(0,), ir_kspace=ir_k[None], pd_kspace=pd_k[None],
-                   mask_pe=mask_pe, acs=acs_pd, acs_ir=acs_ir, acs_rows=rows, acceleration=int(R),
-                   center_line=ky // 2, recon_matrix=(kx, ky), fov_mm=(1.0, 1.0, 1.0),
-                   refs=((None, None),))
-    maps = coil_maps_for_slice(sl, "inati")
-    ir, pd = unfold_slice(sl.replace(maps=maps))
+    acs_pd, _ = acs_block(pd_k, mask_pe.astype(np.int32))
+    maps = estimate_maps(calibration_block(acs_pd, pd_k[None], mask_pe), (ky, kx), "inati")
+    ir, pd = unfold(ir_k[None], pd_k[None], maps, mask_pe, int(R), acs_pd)
     return ir[0], pd[0], maps
 
 

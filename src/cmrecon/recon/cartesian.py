@@ -51,11 +51,43 @@ class Geometry:
     center_line: int
 
 
+def kspace_row(line: int, center_line: int, ky: int) -> int:
+    """Row of encode step ``line`` in a ``ky``-row k-space whose centre ``center_line`` is row ``ky // 2``.
+
+    Raises
+    ------
+    StepError
+        The line falls outside the matrix.
+    """
+    row = line - center_line + ky // 2
+    if not 0 <= row < ky:
+        raise StepError(f"encode step {line} falls outside the {ky}-row matrix (centre line {center_line})")
+    return row
+
+
+def place_readout(row: np.ndarray, readout: np.ndarray, center_sample: int) -> None:
+    """Write ``readout`` into ``row`` so that sample ``center_sample`` lands on column ``kx // 2``.
+
+    Parameters
+    ----------
+    row : (coils, kx) complex64, written in place (columns outside the readout keep their value:
+        asymmetric echo and partial Fourier stay zero-filled).
+    readout : (coils, n) complex64.
+    center_sample : sample of k = 0 in the readout.
+
+    Samples that fall off the matrix (an asymmetric echo as long as the matrix) are dropped.
+    """
+    kx, n = row.shape[-1], readout.shape[-1]
+    col0 = kx // 2 - center_sample
+    lo, hi = max(0, -col0), min(n, kx - col0)
+    if hi > lo:
+        row[:, col0 + lo:col0 + hi] = readout[:, lo:hi]
+
+
 class KspaceAssembler:
     """Collect readouts of one image into a zero-filled ``(coils, ky, kx)`` k-space.
 
-    Lines are placed so that encode step ``center_line`` lands on row ``ky // 2`` and sample
-    ``center_sample`` of each readout lands on column ``kx // 2`` (asymmetric echo and partial
+    Lines are placed by :func:`kspace_row` and :func:`place_readout` (asymmetric echo and partial
     Fourier are zero-filled).
     """
 
@@ -70,14 +102,6 @@ class KspaceAssembler:
         coils, ky, kx = self.kspace.shape
         if readout.shape[0] != coils:
             raise StepError(f"readout has {readout.shape[0]} coils, this image has {coils}")
-        row = line - self.geometry.center_line + ky // 2
-        if not 0 <= row < ky:
-            raise StepError(f"encode step {line} falls outside the {ky}-line matrix "
-                            f"(centre line {self.geometry.center_line})")
-        col0 = kx // 2 - center_sample
-        n = readout.shape[1]
-        if col0 < 0 or col0 + n > kx:
-            raise StepError(f"readout of {n} samples with centre sample {center_sample} does not "
-                            f"fit a {kx}-sample matrix")
-        self.kspace[:, row, col0:col0 + n] = readout
+        row = kspace_row(line, self.geometry.center_line, ky)
+        place_readout(self.kspace[:, row], readout, center_sample)
         self.sampled[row] = True

@@ -541,6 +541,32 @@ def plain_average(ir_repeats: np.ndarray, pd_repeats: np.ndarray
             (pd.sum(axis=0) / np.sqrt(n)).astype(np.complex64))
 
 
+def choose_repeat(ir: np.ndarray, repeat: int, roi_fraction: float = DEFAULT_ROI_FRACTION) -> int:
+    """Position of the repeat a single-shot step reconstructs: ``repeat``, or the key frame (-1).
+
+    Parameters
+    ----------
+    ir : (n, y, x) complex
+        The repeats' IR images (only used for the key frame).
+    repeat : int
+        Position, or -1 for :func:`key_frame`.
+    roi_fraction : float
+        Region of the key-frame comparison.
+
+    Raises
+    ------
+    ValueError
+        ``repeat`` outside ``-1, 0..n−1``.
+    """
+    n = len(ir)
+    if repeat == -1:
+        return key_frame(ir, roi_fraction)
+    if 0 <= repeat < n:
+        return int(repeat)
+    raise ValueError(f"repeat = {repeat} is outside the {n} repeats (0..{n - 1}, or -1 for "
+                    "the key frame)")
+
+
 def roi_window(shape: tuple[int, int], roi_fraction: float) -> np.ndarray:
     """Separable Hann weight spanning the central ``roi_fraction`` of each image axis.
 
