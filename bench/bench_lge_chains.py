@@ -7,8 +7,8 @@ Simulates one slice with 16 repeats (seed 0), then times, per run, every step of
 its upstream's), with 8 and with 16 repeats, and prints medians over ``--runs``. The clinical
 Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
 
-``--blas-threads`` sets ``CMRECON_BLAS_THREADS``, the BLAS thread policy every chain run applies
-(cmrecon.threads; default 1, 0 leaves BLAS as the libraries set it): multithreaded OpenBLAS
+``--blas-threads`` sets ``CMRECON_BLAS_THREADS``, the BLAS thread policy every process entry applies
+(cmrecon.runtime; default 1, 0 leaves BLAS as the libraries set it): multithreaded OpenBLAS
 makes the many tiny per-readout matrix products of ``noise_prewhiten`` tens of times slower on a
 small, busy machine (see docs/results.md).
 """
@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from cmrecon.chain.registry import StepContext, get_step
     import ismrmrd
     from cmrecon.sim.lge import LgeParams, simulate_lge
-    from cmrecon.threads import limit_blas_threads
+    from cmrecon.runtime import Settings, configure
 
-    limit_blas_threads()  # as run_chain does; the steps below are driven one by one
+    configure(Settings.build())  # as cmrecon's process entry does
 
     logging.getLogger("cmrecon").setLevel(logging.WARNING)
     matrix = tuple(int(v) for v in args.matrix.split("x"))

@@ -214,13 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.threads is not None:
-            from cmrecon.threads import set_threads
-            set_threads(args.threads)
+        from cmrecon.runtime import Settings, configure
+        settings = configure(Settings.build(threads=args.threads))
         if args.command in ("serve", "replay", "evaluate", "demo"):
             logging.getLogger("cmrecon").info(
                 "threads: BLAS %s, torch %s (--threads, CMRECON_BLAS_THREADS, CMRECON_TORCH_THREADS)",
-                os.environ.get("CMRECON_BLAS_THREADS", "1"), os.environ.get("CMRECON_TORCH_THREADS", "1"))
+                settings.blas_threads, settings.torch_threads)
         return int(args.func(args) or 0)
     except CmreconError as exc:
         print(f"cmrecon {args.command}: error: {exc}", file=sys.stderr)

@@ -193,6 +193,8 @@ def run_step_on_connection(step_name: str, connection: Any) -> None:
         Exit status 1 after ERROR was sent, when a step or its configuration failed.
     """
     watch_parent(os.getppid())
+    from cmrecon.runtime import Settings, configure
+    configure(Settings.build())   # this process's entry: the thread policy, once
     sock = _raw_socket(connection)
     where = f"Gadgetron external '{step_name}'"
     inbox = None

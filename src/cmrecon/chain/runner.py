@@ -16,7 +16,6 @@ import numpy as np
 from cmrecon.chain.definition import Chain
 from cmrecon.chain.registry import Item, StepContext, get_step
 from cmrecon.errors import CmreconError, InputError, ProtocolError, StepError
-from cmrecon.threads import limit_blas_threads
 
 MRD_OUTPUT_TYPES = (ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform)
 
@@ -82,7 +81,6 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
         A step raised; the message names it. A step emitting a non-MRD item at the chain's end
         is reported the same way.
     """
-    limit_blas_threads()
     ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"))
     stream: Iterator[Item] = finite_readouts(items)
     for step in chain.steps:

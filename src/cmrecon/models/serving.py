@@ -129,8 +129,8 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
     from cmrecon.models.shipped import resolve_weights
     from cmrecon.models.weights import is_torchscript, load_checkpoint, load_published_verified
 
-    from cmrecon.threads import limit_torch_threads
-    limit_torch_threads()   # CMRECON_TORCH_THREADS (default 1), once per process
+    from cmrecon.runtime import apply_torch_threads
+    apply_torch_threads()   # the process's torch thread policy, once, now that torch is in use
     dev = resolve_device(device)
     path, expected = resolve_weights(weights)
     expected = sha256.lower() or expected

@@ -1,4 +1,5 @@
-"""BLAS thread policy: chains run with single-threaded BLAS unless CMRECON_BLAS_THREADS says otherwise.
+"""Thread policy: cmrecon processes run with single-threaded BLAS unless CMRECON_BLAS_THREADS says
+otherwise; it is applied at process entry, never by a library call such as run_chain.
 
 Why: the per-readout 16x16 by 16x256 products of ``noise_prewhiten`` took 0.06 s per slice on
 an idle 2-core machine and 4.9 s with the cores busy, because multithreaded OpenBLAS spins
@@ -24,7 +25,10 @@ before = blas()
 from cmrecon.chain.definition import resolve
 from cmrecon.chain.runner import run_chain
 list(run_chain(resolve("passthrough"), b"<ismrmrdHeader/>", []))
-print(json.dumps({"before": before, "after": blas()}))
+library = blas()   # a notebook's run_chain leaves its numpy alone
+from cmrecon.runtime import Settings, configure
+configure(Settings.build())   # what cmrecon's main and the Gadgetron external entry do
+print(json.dumps({"before": before, "library": library, "after": blas()}))
 """
 
 
@@ -39,9 +43,10 @@ def _probe(env_value: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_run_chain_limits_blas_to_one_thread():
+def test_process_entry_limits_blas_to_one_thread_and_run_chain_alone_does_not():
     r = _probe(None)
     assert r["after"] == [1], r
+    assert r["library"] == r["before"], r
     if (os.cpu_count() or 1) > 1:  # the limit is a change, not the library's default
         assert max(r["before"]) > 1, r
 
@@ -54,11 +59,12 @@ def test_env_overrides_and_zero_leaves_blas_alone():
 
 def test_bad_env_value_is_a_clear_error():
     from cmrecon.errors import CmreconError
-    from cmrecon.threads import parse_blas_threads
+    from cmrecon.runtime import Settings, parse_threads
     with pytest.raises(CmreconError, match="CMRECON_BLAS_THREADS"):
-        parse_blas_threads("many")
+        parse_threads("many")
     with pytest.raises(CmreconError, match="CMRECON_BLAS_THREADS"):
-        parse_blas_threads("-3")
+        Settings.build(environ={"CMRECON_BLAS_THREADS": "-3"})
+    assert Settings.build(threads=3, environ={"CMRECON_BLAS_THREADS": "2"}) == Settings(3, 3)  # flags first
 
 
 @pytest.mark.parametrize("value, expect", [(None, "1"), ("2", "2"), ("0", "default")])
@@ -71,8 +77,8 @@ def test_torch_threads_policy_is_applied_once_when_the_first_model_loads(value, 
     if value is not None:
         env["CMRECON_TORCH_THREADS"] = value
     code = ("import torch; d = torch.get_num_threads()\n"
-            "from cmrecon.threads import limit_torch_threads\n"
-            "n = limit_torch_threads(); print(n, d)")
+            "from cmrecon.runtime import apply_torch_threads\n"
+            "n = apply_torch_threads(); print(n, d)")
     n, default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                 text=True, check=True).stdout.split()
     assert n == (default if expect == "default" else expect)

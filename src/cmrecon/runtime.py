@@ -1,0 +1,108 @@
+"""Process settings, built once at process entry (flags, then environment), and their policies.
+
+Thread policy. Chain steps make many small numpy products (one 16×16 by 16×N matrix product per
+readout in ``noise_prewhiten``). Multithreaded OpenBLAS spins its worker threads for each of
+them: on a 2-core machine whose cores are busy (other connections, torch's own threads) that
+made prewhitening 80× slower (0.06 s → 4.9 s per slice, bench/bench_lge_chains.py), and the
+shipped model ran 26 s/slice with torch's default threads and 4 s with one. Parallelism in
+cmrecon comes from concurrent connections instead, so each process entry (``cmrecon``'s main,
+a step Gadgetron starts as an external Python gadget) calls :func:`configure` once: BLAS is
+limited at once (threadpoolctl finds numpy's and scipy's bundled BLAS); torch's intra-op threads
+are set when the first model loads (:func:`apply_torch_threads`), so classical chains never
+import torch. Library calls (``run_chain`` in a notebook) change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Mapping
+
+from cmrecon.errors import CmreconError
+
+BLAS_ENV = "CMRECON_BLAS_THREADS"
+TORCH_ENV = "CMRECON_TORCH_THREADS"
+_lock = threading.Lock()
+_configured: "Settings | None" = None
+_torch_applied = False
+
+
+def parse_threads(value: str | None, name: str = BLAS_ENV) -> int:
+    """Thread count from an environment value: unset or empty → 1; must be an integer ≥ 0."""
+    if value is None or not value.strip():
+        return 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise CmreconError(f"{name}={value!r}: expected a whole number of threads "
+                           "(0 leaves threading as the libraries set it)")
+    return n
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one process runs with.
+
+    Attributes
+    ----------
+    blas_threads : BLAS threads (0 = the libraries' default).
+    torch_threads : torch intra-op threads (0 = torch's default).
+    """
+
+    blas_threads: int = 1
+    torch_threads: int = 1
+
+    @classmethod
+    def build(cls, threads: int | None = None, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Flags first (``--threads N`` sets both), then ``CMRECON_BLAS_THREADS`` /
+        ``CMRECON_TORCH_THREADS``, then the defaults (1).
+
+        Raises
+        ------
+        CmreconError
+            A negative ``threads`` or a malformed environment value.
+        """
+        env = os.environ if environ is None else environ
+        if threads is not None:
+            if threads < 0:
+                raise CmreconError(f"--threads {threads}: expected a whole number >= 0 "
+                                   "(0 = the libraries' defaults)")
+            return cls(threads, threads)
+        return cls(parse_threads(env.get(BLAS_ENV), BLAS_ENV), parse_threads(env.get(TORCH_ENV), TORCH_ENV))
+
+
+def configure(settings: Settings) -> Settings:
+    """Process entry: adopt ``settings``, limit BLAS now, and export them to child processes."""
+    global _configured
+    with _lock:
+        if settings.blas_threads:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(limits=settings.blas_threads, user_api="blas")
+        os.environ[BLAS_ENV] = str(settings.blas_threads)
+        os.environ[TORCH_ENV] = str(settings.torch_threads)
+        _configured = settings
+    return settings
+
+
+def current() -> Settings:
+    """The settings :func:`configure` adopted, else those the environment gives (nothing applied)."""
+    return _configured or Settings.build()
+
+
+def apply_torch_threads() -> int:
+    """Set torch's intra-op threads from :func:`current` once per process; return torch's count.
+
+    Called where torch is first imported for a model (:func:`cmrecon.models.serving.get_model`).
+    """
+    global _torch_applied
+    import torch
+    with _lock:
+        if not _torch_applied:
+            n = current().torch_threads
+            if n:
+                torch.set_num_threads(n)
+            _torch_applied = True
+    return torch.get_num_threads()
