@@ -127,7 +127,8 @@ def _chains(args: argparse.Namespace) -> int:
     if args.action == "steps":
         from cmrecon.chain.registry import known_steps
         for name in known_steps():
-            print(f"{name:22s} {get_step(name).summary}")
+            spec = get_step(name)
+            print(f"{name:22s} {spec.summary}\n{'':22s} [{spec.flow}]")
         return 0
     if not args.target:
         raise CmreconError(f"'cmrecon chains {args.action}' needs a chain name or file")
@@ -142,7 +143,7 @@ def _chains(args: argparse.Namespace) -> int:
     print(f"chain {chain.name}: {chain.description.strip()}")
     for i, step in enumerate(chain.steps, 1):
         spec = get_step(step.name)
-        print(f"  {i}. {step.name} — {spec.summary}")
+        print(f"  {i}. {step.name} [{spec.flow}] — {spec.summary}")
         for name, tname, default, doc in spec.describe_params():
             value = getattr(step.params, name)
             mark = "" if value == default else f" (default {default!r})"

@@ -106,6 +106,12 @@ class StepSpec:
                              f"stream carries {given.__name__} there{hint}")
         return given if self.produces is Same else self.produces
 
+    @property
+    def flow(self) -> str:
+        """``"A or B -> C"``: what the step consumes and hands on, for ``cmrecon chains steps``."""
+        given = type_names(self.consumes) if self.consumes else "any item"
+        return f"{given} -> {'the same' if self.produces is Same else self.produces.__name__}"
+
     def make_params(self, raw: dict[str, Any] | None = None, where: str | None = None) -> Any:
         """Build this step's parameter dataclass from strings (XML) or values (YAML)."""
         return parse_params(self.params_type, raw or {}, where=where or f"step '{self.name}'")
