@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from cmrecon.errors import CmreconError
@@ -106,3 +107,13 @@ def apply_torch_threads() -> int:
                 torch.set_num_threads(n)
             _torch_applied = True
     return torch.get_num_threads()
+
+
+def data_dir(env: str, package: str) -> Path:
+    """A data folder: ``$env`` when set, else the installed data package ``package`` (the
+    repository's folder in a checkout or an editable install, found through importlib.resources)."""
+    value = os.environ.get(env)
+    if value:
+        return Path(value)
+    from importlib.resources import files
+    return Path(str(files(package)))

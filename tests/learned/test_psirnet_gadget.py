@@ -138,8 +138,13 @@ def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
 @pytest.fixture(scope="module")
 def full_slice():
     """The fully sampled recorded slice after noise_prewhiten → … → coil_maps."""
+    return _mapped("full")
+
+
+def _mapped(stream_name: str) -> MappedKspace:
+    """The first slice of a recorded stream after noise_prewhiten → … → coil_maps."""
     from cmrecon.chain.registry import StepContext, get_step
-    header, items = _items("full")
+    header, items = _items(stream_name)
     ctx = StepContext(header_xml=header)
     stream = iter(items)
     for name in ("noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps"):
@@ -165,14 +170,7 @@ def test_calibration_only_rows_are_filled_from_the_chosen_heartbeats_own_acs():
     """Embedded ACS lines off the R grid are kept per heartbeat; the input gets the chosen
     repeat's own (the network was trained on whole shots, ACS included), not the mean over
     repeats that moved differently."""
-    from cmrecon.chain.registry import StepContext, get_step
-    header, items = _items("r2_embedded")
-    ctx = StepContext(header_xml=header)
-    stream = iter(items)
-    for name in ("noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps"):
-        spec = get_step(name)
-        stream = spec.fn(stream, spec.make_params({}), ctx)
-    mk = [x for x in stream if isinstance(x, MappedKspace)][0]
+    mk = _mapped("r2_embedded")
     sl, cal = mk.kspace, mk.kspace.calibration
     extra = [r for r in cal.rows if not sl.mask_pe[r]]
     assert extra, "the recorded R = 2 stream has calibration-only rows"

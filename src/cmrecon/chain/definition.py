@@ -95,13 +95,9 @@ def with_step_params(chain: Chain, step: str, **params: Any) -> Chain:
 
 
 def chains_dir() -> Path:
-    """Where named chains live: ``$CMRECON_CHAINS``, else the installed data package
-    ``cmrecon_chains`` (the repository's ``chains/`` in a checkout or editable install)."""
-    env = os.environ.get("CMRECON_CHAINS")
-    if env:
-        return Path(env)
-    from importlib.resources import files
-    return Path(str(files("cmrecon_chains")))
+    """Where named chains live: ``$CMRECON_CHAINS``, else the data package ``cmrecon_chains``."""
+    from cmrecon.runtime import data_dir
+    return data_dir("CMRECON_CHAINS", "cmrecon_chains")
 
 
 def list_chains(directory: Path | None = None) -> list[str]:

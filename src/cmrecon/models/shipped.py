@@ -41,13 +41,9 @@ SHIPPED: Dict[str, Dict[str, Any]] = {
 
 
 def weights_dir() -> Path:
-    """Where shipped weights live: ``$CMRECON_WEIGHTS``, else the installed data package
-    ``cmrecon_weights`` (the repository's ``weights/`` in a checkout or editable install)."""
-    env = os.environ.get("CMRECON_WEIGHTS")
-    if env:
-        return Path(env)
-    from importlib.resources import files
-    return Path(str(files("cmrecon_weights")))
+    """Where shipped weights live: ``$CMRECON_WEIGHTS``, else the data package ``cmrecon_weights``."""
+    from cmrecon.runtime import data_dir
+    return data_dir("CMRECON_WEIGHTS", "cmrecon_weights")
 
 
 def shipped_path(name: str) -> Path:
