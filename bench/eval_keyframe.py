@@ -62,8 +62,7 @@ def oracle_psir(case) -> dict[int, np.ndarray]:
     def true_maps(stream):
         for item in stream:
             if isinstance(item, IrPdKspace):
-                maps = np.swapaxes(truth["coil_maps"][item.info.slice], -1, -2)   # (coils, PE, RO)
-                item = MappedKspace(item, CoilMaps(np.ascontiguousarray(maps).astype(np.complex64), "truth"))
+                item = MappedKspace(item, CoilMaps(truth.coil_maps[item.info.slice], "truth"))
             yield item
 
     stream = iter(copy.deepcopy(case.items))
@@ -73,7 +72,7 @@ def oracle_psir(case) -> dict[int, np.ndarray]:
     out = {}
     for item in stream:
         if isinstance(item, RepeatImages):
-            key = int(truth["key_repeat"][item.info.slice])
+            key = int(truth.key_repeat[item.info.slice])
             (done,) = list(run("emit_images", run("psir", iter([item]), repeat=key), float_ratio=True))[:1]
             out[item.info.slice] = np.asarray(done.data, np.float32).reshape(done.data.shape[-2:])
     return out

@@ -32,6 +32,7 @@ from cmrecon.evaluate import (METRICS, EvalTable, SliceScore, psir_ratio_images,
                               with_float_ratio)
 from cmrecon.metrics import nrmse, psnr, ssim
 from cmrecon.sim.lge import LgeParams, simulate_lge
+from cmrecon.sim.truth import SimTruth
 
 CHAINS = ("psir_classic", "psir_moco", "psirnet_lge")
 SEED0 = 900_000
@@ -57,11 +58,10 @@ def vs_reference(x: np.ndarray, ref: np.ndarray, body: np.ndarray) -> dict:
             "nrmse": nrmse(x, ref), "nrmse_body": nrmse(x, ref, mask=body)}
 
 
-def panel(path: Path, truth: dict, s: int, images: dict) -> None:
+def panel(path: Path, truth: SimTruth, s: int, images: dict) -> None:
     """Target, the three chains and the learned error, one row."""
     from cmrecon.io.png import save_panel
-    target = np.asarray(truth["psir_target"][s]).T
-    body = np.asarray(truth["body_mask"][s], bool).T
+    target, body = truth.psir_target[s], truth.body_mask[s]
     lo, hi = np.percentile(target[body], [1, 99.5])
     win = (float(lo), float(hi))
     err = images["psirnet_lge"] - target
@@ -112,7 +112,7 @@ def main() -> int:
             times[cname] = (time.perf_counter() - t1) / p.slices
         line = []
         for s in range(p.slices):
-            body = np.asarray(case.truth["body_mask"][s], bool).T
+            body = case.truth.body_mask[s]
             for cname in CHAINS:
                 m = score_slice(images[cname][s], case.truth, s)
                 m.pop("_range", None)

@@ -51,7 +51,7 @@ def main() -> int:
         nr = {k: score_slice(psir_ratio_images(c, case.header_xml, case.items)[0], case.truth, 0)
               ["nrmse_heart"] for k, c in chains.items()}
         per = np.array([nr[k] for k in range(args.repeats)])
-        disp = np.linalg.norm(case.truth["motion_px"][0][:, 0], axis=1)   # IR displacement, px
+        disp = np.linalg.norm(case.truth.motion_px[0][:, 0], axis=1)   # IR displacement, px
         rows.append((nr[-1], per.min(), per[int(np.argmin(disp))], float(np.median(per)),
                      nr["moco"]))
         print(f"case {i + 1}/{args.cases} seed{p.seed} (R {p.acceleration}, breathing "

@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from cmrecon.io.images import PSIR_WINDOW, display_view
 from cmrecon.io.mrdfile import write_dataset
 from cmrecon.io.png import save_panel
@@ -38,7 +36,7 @@ def run_demo(output: Path, chain: str = DEFAULT_CHAIN, seed: int = 1, repeats: i
     case = simulate_lge(params)
     raw = output / "case.h5"
     write_dataset(raw, case.header_xml, case.items)
-    np.savez_compressed(output / "case_truth.npz", **case.truth)
+    case.truth.save(output / "case_truth.npz")
     server = MrdServer("127.0.0.1", 0)
     server.start_background()
     try:
@@ -52,9 +50,7 @@ def run_demo(output: Path, chain: str = DEFAULT_CHAIN, seed: int = 1, repeats: i
     images_path.unlink(missing_ok=True)
     write_outputs(result.images, str(images_path), "demo", str(output / "png"))
     tiles = [display_view(img) for img in result.images]
-    truth_key = "psir_target"
-    if truth_key in case.truth:  # truth is (slice, RO, PE); images are (PE, RO)
-        tiles.append(("truth PSIR (noise-free MOCO)", case.truth[truth_key][0].T, PSIR_WINDOW))
+    tiles.append(("truth PSIR (noise-free MOCO)", case.truth.psir_target[0], PSIR_WINDOW))
     panel = save_panel(output / "panel.png", tiles, ncols=min(4, len(tiles)))
     print(f"demo: {len(result.images)} images -> {images_path} (group 'demo'), PNGs in "
           f"{output / 'png'}, panel {panel}", file=sys.stderr)

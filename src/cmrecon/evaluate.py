@@ -21,9 +21,6 @@ Metrics (:mod:`cmrecon.metrics`): NRMSE ``||x − y|| / ||y||`` over the mask; S
 averaged over the mask; PSNR over the mask. SSIM and PSNR use the reference's range inside the
 body mask as ``data_range`` so that the heart and body numbers share one scale.
 
-Truth images are stored ``(RO, PE)``; chain images are ``(y, x)`` = ``(PE, RO)``: truth is
-transposed before comparing.
-
 The Python entry point :func:`evaluate` is what other chains (e.g. the learned PSIRNet chain)
 reuse: ``evaluate(["psir_classic", my_chain], [LgeParams(seed=s) for s in range(10)])``.
 """
@@ -48,6 +45,7 @@ from cmrecon.chain.definition import Chain, resolve, with_step_params
 from cmrecon.chain.runner import run_chain
 from cmrecon.errors import ChainError, CmreconError
 from cmrecon.metrics import nrmse, psnr, ssim
+from cmrecon.sim.truth import SimTruth
 
 __all__ = ["METRICS", "SliceScore", "EvalTable", "with_float_ratio", "psir_ratio_images",
            "score_slice", "evaluate", "register"]
@@ -210,16 +208,16 @@ def register_to_target(result: np.ndarray, target: np.ndarray, heart: np.ndarray
     return d, np.real(fourier_shift(np.asarray(result, np.float64), d))
 
 
-def score_slice(result: np.ndarray, truth: dict, s: int) -> dict[str, float]:
+def score_slice(result: np.ndarray, truth: SimTruth, s: int) -> dict[str, float]:
     """Metrics of one ``(y, x)`` PSIR ratio against slice ``s`` of the simulator truth.
 
     Parameters
     ----------
     result : (y, x) float
         PSIR ratio, y = PE, x = RO.
-    truth : dict
-        Simulator truth (``psir_target``, ``psir_ratio``, ``heart_mask``, ``body_mask``,
-        stored ``(slice, RO, PE)``).
+    truth : SimTruth
+        Simulator truth (``psir_target``, ``psir_ratio``, ``heart_mask``, ``body_mask``:
+        ``(slices, y, x)``).
     s : int
         Slice index.
 
@@ -228,13 +226,12 @@ def score_slice(result: np.ndarray, truth: dict, s: int) -> dict[str, float]:
     dict
         The :data:`METRICS` keys.
     """
-    target = np.asarray(truth["psir_target"][s], np.float64).T
-    ratio = np.asarray(truth["psir_ratio"][s], np.float64).T
-    heart = np.asarray(truth["heart_mask"][s], bool).T
-    body = np.asarray(truth["body_mask"][s], bool).T
+    target = np.asarray(truth.psir_target[s], np.float64)
+    ratio = np.asarray(truth.psir_ratio[s], np.float64)
+    heart, body = truth.heart_mask[s], truth.body_mask[s]
     if result.shape != target.shape:
         raise EvaluateError(f"slice {s}: PSIR shape {result.shape} differs from the truth's "
-                            f"(PE, RO) = {target.shape}")
+                            f"(y, x) = {target.shape}")
     x = np.asarray(result, np.float64)
     shift, x_reg = register_to_target(x, target, heart)
     rng_t = float(target[body].max() - target[body].min())
@@ -254,10 +251,9 @@ def score_slice(result: np.ndarray, truth: dict, s: int) -> dict[str, float]:
     }
 
 
-def _save_panel(path: Path, result: np.ndarray, truth: dict, s: int, title: str) -> None:
+def _save_panel(path: Path, result: np.ndarray, truth: SimTruth, s: int, title: str) -> None:
     from cmrecon.io.png import save_panel
-    target = np.asarray(truth["psir_target"][s]).T
-    body = np.asarray(truth["body_mask"][s], bool).T
+    target, body = truth.psir_target[s], truth.body_mask[s]
     lo, hi = np.percentile(target[body], [1, 99.5])
     win = (float(lo), float(hi))
     err = result - target
@@ -305,7 +301,7 @@ def evaluate(chains: Sequence[Chain | str], cases: Sequence[Any], out_dir: str |
         if isinstance(case, LgeParams):
             case = simulate_lge(case)
         name = f"seed{case.params.seed}"
-        n_slices = int(np.asarray(case.truth["psir_target"]).shape[0])
+        n_slices = case.truth.psir_target.shape[0]
         say(f"evaluate: case {i}/{len(cases)} ({name}, {n_slices} slice(s), "
             f"{case.params.repeats} repeats) ready in {time.perf_counter() - t0:.1f} s")
         for chain in loaded:

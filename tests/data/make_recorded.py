@@ -3,18 +3,20 @@
     python tests/data/make_recorded.py
 
 Each case is ``tests/data/sim_lge_<name>.h5`` (ISMRMRD raw dataset) plus
-``tests/data/sim_lge_<name>_truth.npz`` (ground truth, keys in docs/simulator.md).
+``tests/data/sim_lge_<name>_truth.npz`` (ground truth, :class:`cmrecon.sim.truth.SimTruth`).
 ``cmrecon.sim.lge.simulate_lge(RECORDED_CASES[name])`` reproduces the acquisitions bit for bit
-(tests/sim/test_recorded.py), so a change of the simulator that alters them shows up there;
+(tests/sim/test_sim_recorded.py), so a change of the simulator that alters them shows up there;
 re-run this script and commit the new files only when the change is intended.
+
+Last regenerated when the truth images turned to the one axis convention of :mod:`cmrecon.axes`,
+``(slices, y, x)`` (they were ``(slices, RO, PE)``): only the ``_truth.npz`` files changed, the
+``.h5`` streams are byte for byte the same.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from cmrecon.io.mrdfile import write_dataset
 from cmrecon.sim.lge import LgeParams, simulate_lge
@@ -62,7 +64,7 @@ def write_case(name: str, out_dir: Path = DATA_DIR) -> tuple[Path, Path]:
     h5 = out_dir / f"sim_lge_{name}.h5"
     npz = out_dir / f"sim_lge_{name}_truth.npz"
     write_dataset(h5, case.header_xml, case.items)
-    np.savez_compressed(npz, **case.truth)
+    case.truth.save(npz)
     return h5, npz
 
 

@@ -8,13 +8,14 @@ import numpy as np
 
 from cmrecon.evaluate import score_slice
 from cmrecon.recon.moco import fourier_shift
+from cmrecon.sim.truth import SimTruth
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_a_shifted_perfect_psir_scores_badly_in_frame_and_perfectly_registered():
-    truth = dict(np.load(DATA / "sim_lge_full_truth.npz"))
-    target = truth["psir_target"][0].T.astype(np.float64)          # (PE, RO)
+    truth = SimTruth.load(DATA / "sim_lge_full_truth.npz")
+    target = truth.psir_target[0].astype(np.float64)               # (y, x)
     d = (1.3, -0.7)
     moved = np.real(fourier_shift(target, d))                        # the right image, wrong frame
     m = score_slice(moved, truth, 0)

@@ -24,7 +24,7 @@ def test_simulate_lge_writes_file_and_truth(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "slice 1/2" in err and "slice 2/2" in err
     truth = np.load(tmp_path / "case_truth.npz")
-    assert truth["ir"].shape == (2, 48, 32)
+    assert truth["ir"].shape == (2, 32, 48)                                  # (slices, y, x)
     ds = ismrmrd.Dataset(str(out), "dataset", create_if_needed=False)
     hdr = ismrmrd.xsd.CreateFromDocument(ds.read_xml_header())
     assert hdr.sequenceParameters.TI[0] == 290.0

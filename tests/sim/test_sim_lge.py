@@ -6,6 +6,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
+from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.io.mrdfile import write_dataset
 from cmrecon.recon.fft import ifft2c
 from cmrecon.recon.noise import noise_covariance, prewhiten, prewhitening_matrix
@@ -29,14 +30,19 @@ def _imaging(case):
 
 
 def _kspace(case, slice_=0, average=0):
-    """(2 sets, coils, RO_os, PE) k-space of one slice and repeat from the acquisitions."""
+    """(2 sets, coils, ky, kx_os) k-space of one slice and repeat from the acquisitions."""
     p = case.params
-    k = np.zeros((2, p.coils, p.n_ro_os, p.matrix[1]), np.complex64)
+    k = np.zeros((2, p.coils, p.matrix[1], p.n_ro_os), np.complex64)
     for a in _imaging(case):
         if a.idx.slice == slice_ and a.idx.average == average and not (
                 a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)):
-            k[a.idx.set, :, :, a.idx.kspace_encode_step_1] = a.data
+            k[a.idx.set, :, a.idx.kspace_encode_step_1] = a.data
     return k
+
+
+def _coil_images(k, params):
+    """Coil images ``(..., y, x)`` of k-space ``(..., ky, kx_os)``, readout oversampling cropped."""
+    return centre_crop(ifft2c(k), shape_yx(params.matrix))
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +57,21 @@ def noisy():
 
 def test_fully_sampled_noise_free_recon_reproduces_truth(clean):
     t = clean.truth
-    w = prewhitening_matrix(t["psi"])
-    k = prewhiten(np.moveaxis(_kspace(clean), 1, 0), w)            # (coils, 2, RO_os, PE)
-    n_ro = clean.params.matrix[0]
-    img = ifft2c(k)[:, :, n_ro // 2: n_ro // 2 + n_ro]              # crop readout oversampling
-    comb = np.sum(np.conj(t["coil_maps"][0])[:, None] * img, axis=0)
+    w = prewhitening_matrix(t.psi)
+    img = _coil_images(prewhiten(np.moveaxis(_kspace(clean), 1, 0), w), clean.params)   # (coils, 2, y, x)
+    comb = np.sum(np.conj(t.coil_maps[0])[:, None] * img, axis=0)
     for s, key in enumerate(("ir", "pd")):
-        ref = t[key][0]
+        ref = getattr(t, key)[0]
         assert np.abs(comb[s] - ref).max() < TOL_EXACT * np.abs(ref).max(), key
     # SNR definition: mean |PD| over pure LV blood = snr (SNR units)
-    blood = t["labels"][0] == ph.LV_BLOOD
-    assert np.mean(np.abs(t["pd"][0][blood])) == pytest.approx(BASE.snr, rel=0.05)
+    blood = t.labels[0] == ph.LV_BLOOD
+    assert np.mean(np.abs(t.pd[0][blood])) == pytest.approx(BASE.snr, rel=0.05)
 
 
 def test_noise_scan_covariance_matches_psi(noisy):
     noise = np.concatenate([a.data for a in _noise(noisy)], axis=1)          # (coils, N)
     n = noise.shape[1]
-    psi = noisy.truth["psi"]
+    psi = noisy.truth.psi
     est = noise_covariance(noise)
     d = np.sqrt(np.real(np.diag(psi)))
     # each element's standard error is ~ sqrt(Ψii Ψjj / N); allow 5 standard errors
@@ -92,9 +96,9 @@ def test_determinism_and_seed_dependence(noisy):
         np.testing.assert_array_equal(a.data, b.data)
         assert a.getHead() == b.getHead()
     for key in ("labels", "ir", "psir_target", "coil_maps"):
-        np.testing.assert_array_equal(again.truth[key], noisy.truth[key])
+        np.testing.assert_array_equal(getattr(again.truth, key), getattr(noisy.truth, key))
     other = simulate_lge(replace(BASE, seed=12))
-    assert (other.truth["labels"] != noisy.truth["labels"]).mean() > 0.05
+    assert (other.truth.labels != noisy.truth.labels).mean() > 0.05
 
 
 @pytest.mark.parametrize("acs_mode", ["embedded", "separate"])
@@ -158,33 +162,33 @@ def test_file_is_valid_ismrmrd_with_right_counts_and_flags(tmp_path, acs_mode):
 def test_motion_is_applied_to_anatomy_not_coils():
     p = replace(BASE, repeats=4, resp_amplitude_mm=8.0, add_noise=False, seed=21)
     case = simulate_lge(p)
-    mot = case.truth["motion_px"][0]
+    mot = case.truth.motion_px[0]
     assert np.abs(mot).max() > 0.5
     # a repeat's PD differs from the motion-free truth, but the coil maps are the same arrays
     k = _kspace(case, average=int(np.argmax(np.abs(mot[:, 1]).sum(-1))))
-    w = prewhitening_matrix(case.truth["psi"])
-    img = ifft2c(prewhiten(k[1], w))[:, 32:96]
-    pd = np.sum(np.conj(case.truth["coil_maps"][0]) * img, axis=0)
-    assert np.abs(pd - case.truth["pd"][0]).max() > 0.2 * np.abs(case.truth["pd"][0]).max()
+    w = prewhitening_matrix(case.truth.psi)
+    img = _coil_images(prewhiten(k[1], w), p)
+    pd = np.sum(np.conj(case.truth.coil_maps[0]) * img, axis=0)
+    assert np.abs(pd - case.truth.pd[0]).max() > 0.2 * np.abs(case.truth.pd[0]).max()
     still = simulate_lge(replace(p, resp_amplitude_mm=0.0))
-    assert not np.any(still.truth["motion_mm"])
+    assert not np.any(still.truth.motion_mm)
 
 
 def test_truth_targets_are_consistent(clean):
     t = clean.truth
     from cmrecon.recon.psir_head import psirnet_head
-    k = float(t["target_scale"])
-    np.testing.assert_allclose(t["psir_target"][0], psirnet_head(t["ir"][0] * k, t["pd"][0] * k), atol=1e-5)
-    lab, ratio = t["labels"][0], t["psir_ratio"][0]
+    k = float(t.target_scale)
+    np.testing.assert_allclose(t.psir_target[0], psirnet_head(t.ir[0] * k, t.pd[0] * k), atol=1e-5)
+    lab, ratio = t.labels[0], t.psir_ratio[0]
     myo = lab == ph.LV_MYO
     blood = np.median(ratio[lab == ph.LV_BLOOD])
     assert 0.8 < blood < 2.1   # blood T1 250-350 ms at TI 300
     # nulled myocardium, ~2 pixels thick at 5.6 mm: the band-limited image mixes up to a third
     # of the neighbouring blood into it (as a real 64×48 image would)
     assert abs(np.median(ratio[myo])) < 0.4 * blood
-    assert t["heart_mask"][0][np.isin(lab, ph.HEART_LABELS)].all()
-    assert t["coil_maps"].shape == (1, 8, 64, 48)
-    np.testing.assert_allclose(np.sum(np.abs(t["coil_maps"][0]) ** 2, 0), 1.0, rtol=1e-4)
+    assert t.heart_mask[0][np.isin(lab, ph.HEART_LABELS)].all()
+    assert t.coil_maps.shape == (1, 8, 48, 64)                 # (slices, coils, y, x)
+    np.testing.assert_allclose(np.sum(np.abs(t.coil_maps[0]) ** 2, 0), 1.0, rtol=1e-4)
 
 
 def test_bad_parameters_name_the_field():
@@ -224,21 +228,19 @@ def test_truth_lives_in_the_key_repeats_frame():
     p = replace(BASE, repeats=5, resp_amplitude_mm=8.0, add_noise=False, seed=23)
     case = simulate_lge(p)
     t = case.truth
-    key = int(t["key_repeat"][0])
-    assert key == key_repeat(t["motion_mm"][0][:, 0])
-    w = prewhitening_matrix(t["psi"])
-    n_ro = p.matrix[0]
+    key = int(t.key_repeat[0])
+    assert key == key_repeat(t.motion_mm[0][:, 0])
+    w = prewhitening_matrix(t.psi)
     errors = []
     for n in range(p.repeats):
-        k = prewhiten(np.moveaxis(_kspace(case, average=n), 1, 0), w)
-        img = ifft2c(k)[:, :, n_ro // 2: n_ro // 2 + n_ro]
-        ir = np.sum(np.conj(t["coil_maps"][0]) * img[:, 0], axis=0)
-        errors.append(np.abs(ir - t["ir"][0]).max() / np.abs(t["ir"][0]).max())
+        img = _coil_images(prewhiten(np.moveaxis(_kspace(case, average=n), 1, 0), w), p)
+        ir = np.sum(np.conj(t.coil_maps[0]) * img[:, 0], axis=0)
+        errors.append(np.abs(ir - t.ir[0]).max() / np.abs(t.ir[0]).max())
     assert errors[key] < TOL_EXACT
     moved = [n for n in range(p.repeats)
-             if np.abs(t["motion_px"][0][n, 0] - t["motion_px"][0][key, 0]).max() > 1.0]
+             if np.abs(t.motion_px[0][n, 0] - t.motion_px[0][key, 0]).max() > 1.0]
     assert moved and all(errors[n] > 0.05 for n in moved)
-    assert 0.2 <= float(t["chest_wall_fraction"][0]) <= 0.5
+    assert 0.2 <= float(t.chest_wall_fraction[0]) <= 0.5
 
 
 def test_repeats_counted_in_repetition_when_asked(tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from cmrecon.io.mrdfile import iter_items, read_header_xml
+from cmrecon.sim.truth import SimTruth
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -43,9 +44,9 @@ def test_recorded_case_is_reproduced(name):
     for a, b in zip(stored, case.items):
         np.testing.assert_array_equal(a.data, b.data)
         assert a.getHead() == b.getHead()
-    with np.load(DATA / f"sim_lge_{name}_truth.npz") as truth:
-        for key in ("ir", "pd", "psir_target", "labels", "coil_maps", "psi"):
-            np.testing.assert_array_equal(truth[key], case.truth[key])
+    truth = SimTruth.load(DATA / f"sim_lge_{name}_truth.npz")
+    for key in ("ir", "pd", "psir_target", "labels", "coil_maps", "psi"):
+        np.testing.assert_array_equal(getattr(truth, key), getattr(case.truth, key))
 
 
 def test_coil_mixing_matches_matmul_and_ignores_the_blas_kernel():

@@ -23,7 +23,7 @@ def test_fft_rss_replay_of_full_case_matches_truth_magnitude():
     body = truth["body_mask"][0]
     assert sorted((im.slice, im.set, im.average) for im in images) == [(0, 0, 0), (0, 1, 0)]
     for im in images:
-        img = np.squeeze(im.data).T                        # ISMRMRD (y, x) → our (RO, PE)
+        img = np.squeeze(im.data)                          # (y, x), as the truth
         ref = np.abs(truth["pd"][0] if im.set == 1 else truth["ir"][0])
         assert img.shape == ref.shape
         rel = np.linalg.norm((img - ref)[body]) / np.linalg.norm(ref[body])

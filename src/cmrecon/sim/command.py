@@ -17,8 +17,6 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["register", "run_simulate_lge"]
 
 
@@ -97,6 +95,6 @@ def run_simulate_lge(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({n_acq} acquisitions)")
     if not args.no_truth:
         truth_path = args.truth or args.output.with_name(args.output.stem + "_truth.npz")
-        np.savez_compressed(truth_path, **case.truth)
+        case.truth.save(truth_path)
         print(f"wrote {truth_path}")
     return 0

@@ -58,6 +58,7 @@ from cmrecon.sim.motion import BREATHING_MODELS, breathing_motion, key_repeat
 from cmrecon.sim.sampling import PARTIAL_FOURIER_CHOICES, Sampling, line_signals, sampling_pattern
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
 from cmrecon.sim.stream import heartbeat_readouts, noise_readouts
+from cmrecon.sim.truth import SimTruth
 
 __all__ = ["LgeParams", "SimCase", "SimParamError", "simulate_lge"]
 
@@ -214,17 +215,16 @@ class SimCase:
     header_xml : ISMRMRD XML header.
     items : ismrmrd.Acquisition list (noise readouts, then per slice [separate ACS], then per
         repeat the IR and the PD heartbeat).
-    truth : dict of numpy arrays, see ``docs/simulator.md`` (per-slice arrays have a leading
-        slice axis; images are ``(RO, PE)`` at the reconstructed matrix).
+    truth : the ground truth, images ``(slices, y, x)`` at the reconstructed matrix.
     """
 
     params: LgeParams
     header_xml: str
     items: list
-    truth: dict
+    truth: SimTruth
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Slice:
     """What is drawn for one slice, on the simulator's oversampled ``(RO_os, PE)`` grid.
 
@@ -317,8 +317,8 @@ def _slice_truth(p: LgeParams, smp: Sampling, sl: _Slice, obj: np.ndarray, s_ir:
 
     Returns
     -------
-    The slice's truth arrays (images ``(RO, PE)``, no slice axis) and the object scale that
-    gives the requested SNR.
+    The slice's :class:`SimTruth` fields (images ``(y, x)``, no slice axis) and the object scale
+    that gives the requested SNR.
     """
     from cmrecon.recon.psir_head import psirnet_head  # lazy: torch import only when needed
 
@@ -344,7 +344,7 @@ def _slice_truth(p: LgeParams, smp: Sampling, sl: _Slice, obj: np.ndarray, s_ir:
               "background_phase": centre_crop(sl.phase, p.matrix), "psir_ratio": ratio.astype(np.float32),
               "psir_target": np.asarray(psirnet_head(ir * target_scale, pd * target_scale), np.float32),
               "heart_mask": ph.heart_mask(labels, p.pixel_mm), "body_mask": body}
-    truth = dict(images)
+    truth = {k: np.swapaxes(v, -1, -2) for k, v in images.items()}   # drawn (RO, PE), handed out (y, x)
     truth.update(motion_mm=sl.motion_mm.astype(np.float32), key_repeat=sl.key,
                  chest_wall_fraction=sl.wall, snr_scale=scale)
     return truth, scale
@@ -431,7 +431,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
 
     stacked = {k: np.stack([t[k] for t in per_slice]) for k in per_slice[0]}
     pixel_mm = np.array(p.pixel_mm, np.float32)
-    truth = dict(
+    truth = SimTruth(
         **stacked, motion_px=(stacked["motion_mm"] / pixel_mm).astype(np.float32),
         psi=psi.astype(np.complex128), imaging_lines=np.isin(np.arange(n_pe), smp.imaging),
         acs_lines=np.isin(np.arange(n_pe), smp.acs), shot_lines=shot.astype(np.int32),
