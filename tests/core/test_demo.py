@@ -29,11 +29,11 @@ def test_demo_runs_psirnet_lge_and_writes_images_pngs_and_panel(tmp_path):
     # PSIR physics at the default TI (myocardium nulled): blood well above myocardium, as in
     # the truth, whose gap is ~1.5; eroded masks keep ~1.4 px of breathing off the edges
     truth = dict(np.load(out / "case_truth.npz"))
-    labels = truth["labels"][0].T
+    labels = truth["labels"][0]
     ratio = (images["PSIR"].data[0, 0] - 4096.0) / 1000.0
     blood = np.median(ratio[binary_erosion(labels == ph.LV_BLOOD, iterations=2)])
     myo = np.median(ratio[binary_erosion(labels == ph.LV_MYO, iterations=1)])
-    target = truth["psir_target"][0].T
+    target = truth["psir_target"][0]
     gap = (np.median(target[binary_erosion(labels == ph.LV_BLOOD, iterations=2)])
            - np.median(target[binary_erosion(labels == ph.LV_MYO, iterations=1)]))
     assert gap > 1.0

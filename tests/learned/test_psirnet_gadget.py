@@ -318,13 +318,13 @@ def test_the_pd_series_is_the_pd_heartbeat_dark_air_bright_tissue():
           if isinstance(im, ismrmrd.Image) and im.image_series_index == 3]
     assert len(pd) == 1
     img = pd[0].data[0, 0].astype(np.float64)                     # (PE, RO), |PD| in SNR units
-    body = truth["body_mask"][0].T
+    body = truth["body_mask"][0]
     from scipy.ndimage import binary_dilation
     air = ~binary_dilation(body, iterations=4)
     # noise only in air: Rayleigh mean σ·√(π/4) ≈ 0.9 (times the GRAPPA g-factor), tissue ~20-40
     assert img[air].mean() < 0.1 * img[body].mean()
     # single-shot PD vs the noise-free truth in the body: noise (1/SNR ~ 0.05) plus coil-map error
-    assert nrmse(img, np.abs(truth["pd"][0].T), body) < 0.15
+    assert nrmse(img, np.abs(truth["pd"][0]), body) < 0.15
 
 
 def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refused_unpinned(tmp_path):

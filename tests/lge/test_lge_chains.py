@@ -79,8 +79,8 @@ def test_every_lge_chain_on_every_recorded_layout_meets_its_bound(chain, name):
     per_slice = {"psirnet_lge": 3, "psir_refine": 3}.get(chain, 2)   # PSIR + MagIR (+ PD)
     assert len(result.images) == per_slice * n_slices
     for s, r in ratios.items():
-        target = truth["psir_target"][s].T            # truth is (RO, PE); images are (PE, RO)
-        heart = truth["heart_mask"][s].T
+        target = truth["psir_target"][s]
+        heart = truth["heart_mask"][s]
         err = nrmse(r, target, heart)
         assert err < HEART_NRMSE_BOUND[chain][name], f"{chain} on {name} slice {s}: heart NRMSE {err:.3f}"
         # the checker can fail: the same PSIR with its sign flipped is outside every bound
