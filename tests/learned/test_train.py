@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -111,19 +112,44 @@ def _final_state(out) -> dict:
     return torch.load(out / "final.pt", weights_only=True)["state_dict"]
 
 
-def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path):
-    cfg = tiny_config()
-    full = tr.train(cfg, tmp_path / "full", stream=open(tmp_path / "a.log", "w"))
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The tiny run, uninterrupted (2 epochs × 3 batches × 2 samples), on one torch thread."""
+    out = tmp_path_factory.mktemp("full")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result = tr.train(tiny_config(), out, stream=io.StringIO())
+    torch.set_num_threads(before)
+    return out, result
+
+
+#: Per-step training losses of the tiny run (float32 values, hex exact), recorded before the
+#: training code was split by responsibility (issue 11): a refactor must not change one bit.
+#: Recorded on x86-64 (AVX-512) with the pinned CPU torch (constraints.txt), one thread.
+TINY_RUN_LOSSES = ["0x1.20ba540000000p-1", "0x1.0744b40000000p-1", "0x1.227e500000000p-1",
+                   "0x1.cf6a840000000p-2", "0x1.fe97880000000p-2", "0x1.27a8580000000p-1"]
+
+
+def test_a_seeded_run_gives_the_recorded_losses_bit_for_bit(full_run):
+    out, _ = full_run
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"].hex() for r in rows if r["kind"] == "train"] == TINY_RUN_LOSSES
+    assert [r["loss"] for r in rows if r["kind"] == "val"] == [0.5242311060428619,
+                                                               0.5207119584083557]
+
+
+def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path, full_run):
+    full_dir, full = full_run
     assert full.finished and full.steps == 6
     # stop mid-epoch 2, then resume in a fresh call
     part = tr.train(tiny_config(), tmp_path / "part", max_steps=4,
-                    stream=open(tmp_path / "b.log", "w"))
+                    stream=io.StringIO())
     assert not part.finished and part.steps == 4
     assert not (tmp_path / "part" / "final.pt").exists()
     resumed = tr.train(tiny_config(), tmp_path / "part", resume=True,
-                       stream=open(tmp_path / "c.log", "w"))
+                       stream=io.StringIO())
     assert resumed.finished and resumed.steps == 6
-    a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "part")
+    a, b = _final_state(full_dir), _final_state(tmp_path / "part")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -133,18 +159,18 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tmp_path):
 
 
 def test_existing_run_without_resume_and_changed_config_on_resume_are_refused(tmp_path):
-    tr.train(tiny_config(), tmp_path / "run", max_steps=1, stream=open(tmp_path / "a.log", "w"))
+    tr.train(tiny_config(), tmp_path / "run", max_steps=1, stream=io.StringIO())
     with pytest.raises(tr.ConfigError, match="--resume"):
-        tr.train(tiny_config(), tmp_path / "run", stream=open(tmp_path / "b.log", "w"))
+        tr.train(tiny_config(), tmp_path / "run", stream=io.StringIO())
     with pytest.raises(tr.ConfigError, match="config differs"):
         tr.train(tiny_config(seed=12), tmp_path / "run", resume=True,
-                 stream=open(tmp_path / "c.log", "w"))
+                 stream=io.StringIO())
 
 
 def test_bf16_autocast_path_runs_on_cpu(tmp_path):
     """The CUDA recipe (bf16 autocast around the U-Nets) exercised on the CPU."""
     cfg = tiny_config(amp="bf16", epochs=1, batches_per_epoch=2)
-    result = tr.train(cfg, tmp_path / "bf16", stream=open(tmp_path / "a.log", "w"))
+    result = tr.train(cfg, tmp_path / "bf16", stream=io.StringIO())
     assert result.finished and np.isfinite(result.last_val["loss"])
 
 
@@ -179,21 +205,22 @@ def test_cli_has_train_psirnet():
     assert args.kind == "psirnet" and args.resume and args.config == "x.yaml"
 
 
-def test_init_weights_starts_a_fresh_run_from_a_checkpoint(tmp_path):
+def test_init_weights_starts_a_fresh_run_from_a_checkpoint(tmp_path, full_run):
     """Fine-tuning: with lr 0 the run ends exactly where the given checkpoint was."""
-    tr.train(tiny_config(), tmp_path / "a", stream=open(tmp_path / "a.log", "w"))
+    full_dir, _ = full_run
     raw = json.loads(json.dumps(TINY))
-    raw["train"].update(init_weights=str(tmp_path / "a" / "final.pt"), epochs=1,
+    raw["train"].update(init_weights=str(full_dir / "final.pt"), epochs=1,
                         batches_per_epoch=1)
     raw["optim"].update(lr=0.0, warmup_steps=0)
-    result = tr.train(tr.config_from_dict(raw), tmp_path / "b", stream=open(tmp_path / "b.log", "w"))
-    assert result.finished and "starting from the weights of" in (tmp_path / "b.log").read_text()
-    a, b = _final_state(tmp_path / "a"), _final_state(tmp_path / "b")
+    log = io.StringIO()
+    result = tr.train(tr.config_from_dict(raw), tmp_path / "b", stream=log)
+    assert result.finished and "starting from the weights of" in log.getvalue()
+    a, b = _final_state(full_dir), _final_state(tmp_path / "b")
     for k in a:
         assert torch.equal(a[k], b[k]), k
     raw["model"]["chans"] = 6  # another architecture: refused, naming the tensors
     with pytest.raises(tr.ConfigError, match="does not fit the run's model"):
-        tr.train(tr.config_from_dict(raw), tmp_path / "c", stream=open(tmp_path / "c.log", "w"))
+        tr.train(tr.config_from_dict(raw), tmp_path / "c", stream=io.StringIO())
 
 
 def test_training_loss_adds_the_l1_term_that_sees_a_uniform_psir_shift():
