@@ -54,12 +54,12 @@ def _undersample(mk: MappedKspace, R: int, acs_rows: int) -> MappedKspace:
 @pytest.mark.parametrize("R", [2, 3])
 def test_grappa_on_noise_free_data_reproduces_the_fully_sampled_image(clean_slice, clean_full, R):
     full_ir, full_pd = unfold_cropped(clean_slice)
-    body = clean_full.truth["body_mask"][0]
-    heart = clean_full.truth["heart_mask"][0]
+    body = clean_full.truth.body_mask[0]
+    heart = clean_full.truth.heart_mask[0]
     # the fully sampled combination matches the truth magnitude up to coil-map estimation error
     # (Inati maps from 24 low-pass rows vs the true maps): < 2 % in the heart region (the
     # maps are poorest at the body edge and in the low-signal lungs, not checked here)
-    assert nrmse(np.abs(full_pd[0]), np.abs(clean_full.truth["pd"][0]), heart) < 0.02
+    assert nrmse(np.abs(full_pd[0]), np.abs(clean_full.truth.pd[0]), heart) < 0.02
     ir, pd = unfold_cropped(_undersample(clean_slice, R, 16))
     # noise-free GRAPPA: only the kernel's fit residual remains. With 8 coils on a 48-row
     # matrix and a 4×5 kernel this is ~2 % at R = 2 and ~9 % at R = 3 (g-factor-like growth
@@ -72,15 +72,15 @@ def test_grappa_on_noise_free_data_reproduces_the_fully_sampled_image(clean_slic
 
 
 def test_sense_with_true_maps_on_noise_free_data_reproduces_the_true_combination(clean_slice, clean_full):
-    true_maps = np.ascontiguousarray(clean_full.truth["coil_maps"][0])
+    true_maps = np.ascontiguousarray(clean_full.truth.coil_maps[0])
     sl = _undersample(MappedKspace(clean_slice.kspace, CoilMaps(true_maps, "true")), 2, 16)
     ir, pd = unfold_cropped(sl, UnfoldParams(method="sense"))
-    body = clean_full.truth["body_mask"][0]
+    body = clean_full.truth.body_mask[0]
     # exact model except the Tikhonov weight 1e-3 (relative to Σ|S|² = 1) and the PD's tiny
     # per-line modulation: error well below 1 %
-    assert nrmse(pd[0], clean_full.truth["pd"][0], body) < 0.01
+    assert nrmse(pd[0], clean_full.truth.pd[0], body) < 0.01
     # the IR's stronger per-line modulation is not an image-space model: a few per cent
-    assert nrmse(ir[0], clean_full.truth["ir"][0], body) < 0.05
+    assert nrmse(ir[0], clean_full.truth.ir[0], body) < 0.05
 
 
 @pytest.mark.parametrize("method", ["walsh", "espirit"])
@@ -88,11 +88,11 @@ def test_other_coil_map_methods_give_unit_norm_maps(clean_full, method):
     (mk,) = slices(clean_full, upto="coil_maps", coil_maps={"method": method})
     sl = unfold_cropped(mk)
     norm = np.sqrt(np.sum(np.abs(mk.maps.maps) ** 2, axis=0))
-    body = clean_full.truth["body_mask"][0]
+    body = clean_full.truth.body_mask[0]
     assert np.allclose(norm[body], 1.0, atol=1e-3)  # Σ|S|² = 1 wherever defined
-    heart = clean_full.truth["heart_mask"][0]
+    heart = clean_full.truth.heart_mask[0]
     # estimated maps: the combined magnitude matches the truth to a few per cent in the heart
-    assert nrmse(np.abs(sl[1][0]), np.abs(clean_full.truth["pd"][0]), heart) < 0.03
+    assert nrmse(np.abs(sl[1][0]), np.abs(clean_full.truth.pd[0]), heart) < 0.03
 
 
 def test_psir_sign_and_ratio_per_tissue(clean_full):
@@ -101,9 +101,9 @@ def test_psir_sign_and_ratio_per_tissue(clean_full):
                                  ("psir", {})])
     (sl,) = out
     res = sl.psir.psir
-    labels = clean_full.truth["labels"][0]
-    ratio = clean_full.truth["psir_ratio"][0]
-    target = clean_full.truth["psir_target"][0]  # same head on noise-free truth (K = 1)
+    labels = clean_full.truth.labels[0]
+    ratio = clean_full.truth.psir_ratio[0]
+    target = clean_full.truth.psir_target[0]  # same head on noise-free truth (K = 1)
     checked = 0
     for lab in (ph.LV_BLOOD, ph.LV_MYO, ph.SUBCUT_FAT, ph.LIVER, ph.CHEST_WALL):
         inner = binary_erosion(labels == lab, iterations=1)
@@ -132,7 +132,7 @@ def test_psir_sign_and_ratio_per_tissue(clean_full):
 
 
 def test_scc_flattens_coil_shading(clean_full):
-    ir, pd = clean_full.truth["ir"][0], clean_full.truth["pd"][0]
+    ir, pd = clean_full.truth.ir[0], clean_full.truth.pd[0]
     yy = np.linspace(0, 1, ir.shape[0])[:, None]
     shading = np.exp(2.0 * yy) * np.ones(ir.shape)          # ×7.4 from top to bottom
     info = SliceInfo(slice=0, repeats=(0,), refs=((None, None),), recon_matrix=(64, 48),
@@ -160,7 +160,7 @@ def run_steps_on(item, step: str, raw: dict, header: bytes = b"<ismrmrdHeader/>"
 
 def _moved_repeats(clean_full, shifts, seed=0, snr_scale=2.0):
     rng = np.random.default_rng(seed)
-    ir, pd = clean_full.truth["ir"][0] * snr_scale, clean_full.truth["pd"][0] * snr_scale
+    ir, pd = clean_full.truth.ir[0] * snr_scale, clean_full.truth.pd[0] * snr_scale
     def noisy(x):
         return x + (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape)) / np.sqrt(2)
     irs = np.stack([noisy(fourier_shift(ir, d)) for d in shifts]).astype(np.complex64)
