@@ -2,7 +2,9 @@
 
 Each field documents itself through ``field(metadata={"doc": ..., "choices": (...)})``.
 Strings from XML and values from YAML are parsed once, where a chain (or a training
-configuration) is built; unknown keys and bad values are :class:`ChainError`.
+configuration) is built; unknown keys and bad values are :class:`ChainError`. A field whose
+type is itself such a dataclass is a section, parsed from a mapping (a training config's
+``optim:``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ def type_name(tp: Any) -> str:
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):  # a nested section; empty (None) = its defaults
+        if not isinstance(value, (dict, type(None))):
+            raise ChainError(f"{where} expects a mapping, got {value!r}")
+        return parse_params(tp, value or {}, where)
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         args = typing.get_args(tp)
@@ -92,7 +98,8 @@ def parse_params(params_type: type, raw: dict[str, Any], where: str = "step") ->
     values = {}
     for key, value in raw.items():
         f = fields[key]
-        converted = _convert(value, hints[key], f"{where} parameter '{key}'")
+        what = "section" if dataclasses.is_dataclass(hints[key]) else "parameter"
+        converted = _convert(value, hints[key], f"{where} {what} '{key}'")
         choices = f.metadata.get("choices")
         if choices is not None and converted not in choices:
             raise ChainError(f"{where} parameter '{key}' = {converted!r} is not one of "
