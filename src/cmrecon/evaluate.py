@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ismrmrd
 import numpy as np
@@ -208,14 +208,14 @@ def register_to_target(result: np.ndarray, target: np.ndarray, heart: np.ndarray
     return d, np.real(fourier_shift(np.asarray(result, np.float64), d))
 
 
-def score_slice(result: np.ndarray, truth: SimTruth, s: int) -> dict[str, float]:
+def score_slice(result: np.ndarray, truth: SimTruth | Mapping[str, np.ndarray], s: int) -> dict[str, float]:
     """Metrics of one ``(y, x)`` PSIR ratio against slice ``s`` of the simulator truth.
 
     Parameters
     ----------
     result : (y, x) float
         PSIR ratio, y = PE, x = RO.
-    truth : SimTruth
+    truth : SimTruth, or its stored ``.npz`` as loaded
         Simulator truth (``psir_target``, ``psir_ratio``, ``heart_mask``, ``body_mask``:
         ``(slices, y, x)``).
     s : int
@@ -226,9 +226,10 @@ def score_slice(result: np.ndarray, truth: SimTruth, s: int) -> dict[str, float]
     dict
         The :data:`METRICS` keys.
     """
-    target = np.asarray(truth.psir_target[s], np.float64)
-    ratio = np.asarray(truth.psir_ratio[s], np.float64)
-    heart, body = truth.heart_mask[s], truth.body_mask[s]
+    target = np.asarray(truth["psir_target"][s], np.float64)
+    ratio = np.asarray(truth["psir_ratio"][s], np.float64)
+    heart = np.asarray(truth["heart_mask"][s], bool)
+    body = np.asarray(truth["body_mask"][s], bool)
     if result.shape != target.shape:
         raise EvaluateError(f"slice {s}: PSIR shape {result.shape} differs from the truth's "
                             f"(y, x) = {target.shape}")

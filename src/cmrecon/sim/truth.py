@@ -2,7 +2,8 @@
 
 Images follow :mod:`cmrecon.axes`: ``(slices, y, x)`` (y = phase-encode rows, x = readout
 columns) at the reconstructed matrix, in the key repeat's frame, the grid of a chain's images.
-Stored as an ``.npz`` whose keys are the field names (``docs/simulator.md``).
+Stored as an ``.npz`` whose keys are the field names (``docs/simulator.md``); ``truth[name]``
+reads a SimTruth and a loaded ``.npz`` alike.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class SimTruth:
     pixel_mm: np.ndarray
     target_scale: np.ndarray
     params_json: np.ndarray
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        """The field ``key``, as in the stored ``.npz``: a SimTruth reads like ``np.load(path)``."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
 
     def save(self, path: str | Path) -> None:
         """Write every field to a compressed ``.npz`` (keys = field names)."""
