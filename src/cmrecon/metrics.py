@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ssim", "ssim_map", "psnr", "nrmse"]
+__all__ = ["ssim", "ssim_map", "ssim_valid", "psnr", "nrmse"]
 
 _K1 = 0.01
 _K2 = 0.03
@@ -52,6 +52,47 @@ def _data_range(y: np.ndarray, data_range: float | None) -> float:
     return float(data_range)
 
 
+def _box_mean(a, window_px: int):
+    """Valid box filter: ``(..., y, x)`` → mean of each ``window_px``² window inside the image,
+    ``(..., y − window_px + 1, x − window_px + 1)``. numpy: sums of shifted slices; torch
+    ``(B, C, y, x)``: ``avg_pool2d``, imported only for a tensor (numpy never imports torch).
+    """
+    if isinstance(a, np.ndarray):
+        ny, nx = a.shape[-2] - window_px + 1, a.shape[-1] - window_px + 1
+        rows = sum(a[..., k:k + ny, :] for k in range(window_px))
+        return sum(rows[..., k:k + nx] for k in range(window_px)) / window_px ** 2
+    from torch.nn.functional import avg_pool2d
+    return avg_pool2d(a, window_px, stride=1)
+
+
+def ssim_valid(x, y, data_range, window_px: int = 7):
+    """SSIM map over the windows inside the image: the one SSIM formula, for numpy and torch.
+
+    Parameters
+    ----------
+    x, y : (..., y, x) numpy float arrays, or (B, 1, y, x) torch float tensors
+        Test and reference images, not checked here (see :func:`ssim_map`).
+    data_range : float, or a torch tensor broadcasting against the map
+        Dynamic range L.
+    window_px : int
+        Odd side of the box window, pixels.
+
+    Returns
+    -------
+    (..., y − window_px + 1, x − window_px + 1), the inputs' kind (differentiable for torch)
+        SSIM (K1 = 0.01, K2 = 0.03, sample covariance) of each window inside the image.
+    """
+    n = window_px * window_px
+    cov_norm = n / (n - 1.0)  # sample covariance, as fastMRI and scikit-image
+    ux, uy = _box_mean(x, window_px), _box_mean(y, window_px)
+    vx = cov_norm * (_box_mean(x * x, window_px) - ux * ux)
+    vy = cov_norm * (_box_mean(y * y, window_px) - uy * uy)
+    vxy = cov_norm * (_box_mean(x * y, window_px) - ux * uy)
+    c1 = (_K1 * data_range) ** 2
+    c2 = (_K2 * data_range) ** 2
+    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+
+
 def ssim_map(x: np.ndarray, y: np.ndarray, window_px: int = 7,
              data_range: float | None = None) -> np.ndarray:
     """Per-pixel SSIM map of ``x`` against reference ``y`` (7×7 box, reflect boundary).
@@ -70,8 +111,8 @@ def ssim_map(x: np.ndarray, y: np.ndarray, window_px: int = 7,
     Returns
     -------
     (y, x) float64
-        SSIM at every pixel; the window statistics use scipy's ``uniform_filter`` with
-        ``mode="reflect"`` at the border (scikit-image's choice).
+        SSIM at every pixel (:func:`ssim_valid` on the images mirrored by ``window_px // 2``
+        at the border: scipy's ``mode="reflect"``, scikit-image's choice).
 
     Raises
     ------
@@ -90,17 +131,9 @@ def ssim_map(x: np.ndarray, y: np.ndarray, window_px: int = 7,
     if window_px > min(x.shape):
         raise ValueError(f"window_px={window_px} exceeds the image shape {x.shape}")
     L = _data_range(y, data_range)
-    n = window_px * window_px
-    cov_norm = n / (n - 1.0)  # sample covariance, as fastMRI and scikit-image
-    from scipy.ndimage import uniform_filter  # lazy: the CLI imports this module to build its parser
-    f = lambda a: uniform_filter(a, size=window_px, mode="reflect")  # noqa: E731
-    ux, uy = f(x), f(y)
-    vx = cov_norm * (f(x * x) - ux * ux)
-    vy = cov_norm * (f(y * y) - uy * uy)
-    vxy = cov_norm * (f(x * y) - ux * uy)
-    c1 = (_K1 * L) ** 2
-    c2 = (_K2 * L) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    pad = window_px // 2
+    x, y = np.pad(x, pad, mode="symmetric"), np.pad(y, pad, mode="symmetric")
+    return ssim_valid(x, y, L, window_px)
 
 
 def ssim(x: np.ndarray, y: np.ndarray, window_px: int = 7, data_range: float | None = None,

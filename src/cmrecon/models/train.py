@@ -55,17 +55,15 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
 from cmrecon.errors import CmreconError
+from cmrecon.metrics import ssim_valid
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "batch_for", "build_model",
            "learning_rate", "load_config", "make_validation_set", "ssim_loss",
            "ssim_torch", "train", "training_loss", "validate"]
 
-_K1 = 0.01
-_K2 = 0.03
 #: Format tag of the resumable training state (``last.pt``).
 STATE_FORMAT = "cmrecon.psirnet.trainstate/1"
 #: Keys of a sample that the model takes.
@@ -84,10 +82,9 @@ def ssim_torch(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor | floa
                window_px: int = 7) -> torch.Tensor:
     """Mean SSIM per image over the valid (uncropped-window) region, differentiable.
 
-    Same definition as :func:`cmrecon.metrics.ssim` without a mask: ``window_px``² box window,
-    K1 = 0.01, K2 = 0.03, sample covariance (N/(N−1)), averaged over the pixels at least
-    ``window_px // 2`` from the border (a valid box filter equals scipy's reflect filter
-    there).
+    :func:`cmrecon.metrics.ssim_valid`, the formula of :func:`cmrecon.metrics.ssim`, averaged
+    over the pixels at least ``window_px // 2`` from the border (equal to
+    :func:`cmrecon.metrics.ssim` without a mask).
 
     Parameters
     ----------
@@ -109,19 +106,8 @@ def ssim_torch(x: torch.Tensor, y: torch.Tensor, data_range: torch.Tensor | floa
     if window_px < 1 or window_px % 2 == 0 or window_px > min(x.shape[-2:]):
         raise ValueError(f"window_px={window_px} must be odd and fit the image {tuple(x.shape)}")
     x = x.float()
-    y = y.float()
     L = torch.as_tensor(data_range, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-    n = window_px * window_px
-    cov_norm = n / (n - 1.0)
-    f = lambda a: F.avg_pool2d(a, window_px, stride=1)  # noqa: E731  (valid box filter)
-    ux, uy = f(x), f(y)
-    vx = cov_norm * (f(x * x) - ux * ux)
-    vy = cov_norm * (f(y * y) - uy * uy)
-    vxy = cov_norm * (f(x * y) - ux * uy)
-    c1 = (_K1 * L) ** 2
-    c2 = (_K2 * L) ** 2
-    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return smap.mean(dim=(1, 2, 3))
+    return ssim_valid(x, y.float(), L, window_px).mean(dim=(1, 2, 3))
 
 
 def minmax_scale_like(pred: torch.Tensor, target: torch.Tensor,
