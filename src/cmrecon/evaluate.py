@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import dataclasses
 import io
 import sys
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -354,47 +354,18 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
-def _param_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+def _run(args: argparse.Namespace) -> int:
+    from cmrecon.params import parse_params
     from cmrecon.sim.lge import LgeParams
-    hints = {f.name: f for f in dataclasses.fields(LgeParams)}
-    out: dict[str, Any] = {}
-    for pair in pairs:
+    raw = dict(slices=args.slices, repeats=args.repeats, coils=args.coils, matrix=args.matrix,
+               acceleration=args.acceleration, resp_amplitude_mm=args.resp_amplitude_mm,
+               snr=args.snr, partial_fourier=float(Fraction(args.partial_fourier)))
+    for pair in args.set or []:
         if "=" not in pair:
             raise CmreconError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in hints:
-            raise CmreconError(f"--set {key}: unknown LgeParams field; known: {', '.join(sorted(hints))}")
-        default = hints[key].default
-        if isinstance(default, bool):
-            out[key] = value.strip().lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, tuple):
-            out[key] = tuple(type(default[0])(v) for v in value.replace("x", ",").split(","))
-        elif isinstance(default, int):
-            out[key] = int(value)
-        elif isinstance(default, float):
-            out[key] = float(eval_fraction(value))
-        else:
-            out[key] = value
-    return out
-
-
-def eval_fraction(text: str) -> float:
-    """``"6/8"`` or ``"0.75"`` → float."""
-    if "/" in text:
-        a, b = text.split("/", 1)
-        return float(a) / float(b)
-    return float(text)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from cmrecon.sim.lge import LgeParams
-    base = dict(slices=args.slices, repeats=args.repeats, coils=args.coils,
-                matrix=tuple(int(v) for v in args.matrix.lower().split("x")),
-                acceleration=args.acceleration, resp_amplitude_mm=args.resp_amplitude_mm,
-                snr=args.snr, partial_fourier=eval_fraction(args.partial_fourier))
-    base.update(_param_overrides(args.set or []))
-    cases = [LgeParams(**dict(base, seed=s)) for s in _seeds(args.seeds)]
+        raw[key.strip().replace("-", "_")] = value
+    cases = [parse_params(LgeParams, dict(raw, seed=s), "evaluate --set") for s in _seeds(args.seeds)]
     command = "cmrecon evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     table = evaluate(args.chain, cases, out_dir=args.output, png=not args.no_png, command=command)
     sys.stdout.write(table.to_markdown())

@@ -29,19 +29,10 @@ def class_fractions(label_fractions: np.ndarray) -> np.ndarray:
 
 def tissue_objects(an: ph.Anatomy, matrix: tuple[int, int], fov_mm: tuple[float, float],
                    shift_mm: np.ndarray, wall_fraction: float, pd: np.ndarray) -> np.ndarray:
-    """The object as the scanner sees it (band-limited to the matrix), heart moved by ``shift_mm``.
+    """The object as the scanner sees it: PD × tissue-class fractions band-limited to ``matrix``.
 
-    Parameters
-    ----------
-    an : the slice's anatomy.
-    matrix, fov_mm : (RO, PE) reconstructed matrix and field of view, mm.
-    shift_mm : (2,) displacement (dx, dy) of the heart and organs, mm; the body wall moves by
-        ``wall_fraction`` of it.
-    pd : (n_tissues,) proton density of each tissue class.
-
-    Returns
-    -------
-    (n_tissues, RO, PE) float32, proton density × fraction of each tissue class.
+    ``shift_mm`` (dx, dy) moves the heart and organs, ``wall_fraction`` of it the body wall;
+    ``pd`` (n_tissues,) is each class's proton density. Returns (n_tissues, RO, PE) float32.
     """
     d = np.asarray(shift_mm, float)
     lf = ph.bandlimited_fractions(an, matrix, fov_mm, shift_mm=tuple(d), outer_shift_mm=tuple(wall_fraction * d),
