@@ -7,8 +7,8 @@ import torch
 from cmrecon.errors import StepError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → ``cuda`` when CUDA is available, else ``cpu``.
+def resolve_device(name: str, field: str = "device") -> torch.device:
+    """``auto`` → ``cuda`` when CUDA is available, else ``cpu``; errors name the setting ``field``.
 
     Raises
     ------
@@ -18,7 +18,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise StepError("device = 'cuda' but no CUDA device is available (use auto or cpu)")
+        raise StepError(f"{field} = 'cuda' but no CUDA device is available (use auto or cpu)")
     if name not in ("cpu", "cuda"):
-        raise StepError(f"device = {name!r}; one of auto, cpu, cuda")
+        raise StepError(f"{field} = {name!r}; one of auto, cpu, cuda")
     return torch.device(name)

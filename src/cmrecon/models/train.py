@@ -59,6 +59,7 @@ import yaml
 
 from cmrecon.errors import CmreconError
 from cmrecon.metrics import ssim_valid
+from cmrecon.models.device import resolve_device
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "batch_for", "build_model",
            "learning_rate", "load_config", "make_validation_set", "ssim_loss",
@@ -436,15 +437,6 @@ def make_validation_set(cfg: TrainConfig) -> List[Dict[str, Any]]:
 
 # --- devices ------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device = 'cuda' but torch.cuda.is_available() is False")
-    return torch.device(name)
-
-
 def _autocast(device: torch.device, amp: str):
     use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     if not use:
@@ -652,7 +644,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / "last.pt", out / "metrics.jsonl"
-    device = resolve_device(str(cfg.train["device"]))
+    device = resolve_device(str(cfg.train["device"]), "train.device")
     if int(cfg.train["threads"]) > 0:
         torch.set_num_threads(int(cfg.train["threads"]))
     amp = str(cfg.train["amp"])
