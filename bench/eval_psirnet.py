@@ -28,11 +28,10 @@ import numpy as np
 import torch
 
 from cmrecon.chain.definition import resolve, with_step_params
-from cmrecon.evaluate import (METRICS, EvalTable, SliceScore, psir_ratio_images, score_slice,
-                              with_float_ratio)
+from cmrecon.evaluate import (METRICS, EvalTable, SliceScore, psir_ratio_images, save_target_panel,
+                              score_slice, with_float_ratio)
 from cmrecon.metrics import nrmse, psnr, ssim
 from cmrecon.sim.lge import LgeParams, simulate_lge
-from cmrecon.sim.truth import SimTruth
 
 CHAINS = ("psir_classic", "psir_moco", "psirnet_lge")
 SEED0 = 900_000
@@ -56,20 +55,6 @@ def vs_reference(x: np.ndarray, ref: np.ndarray, body: np.ndarray) -> dict:
     xs, rs = (x - lo) / (hi - lo), (ref - lo) / (hi - lo)
     return {"ssim": ssim(xs, rs, data_range=1.0), "psnr": psnr(x, ref, data_range=hi - lo),
             "nrmse": nrmse(x, ref), "nrmse_body": nrmse(x, ref, mask=body)}
-
-
-def panel(path: Path, truth: SimTruth, s: int, images: dict) -> None:
-    """Target, the three chains and the learned error, one row."""
-    from cmrecon.io.png import save_panel
-    target, body = truth.psir_target[s], truth.body_mask[s]
-    lo, hi = np.percentile(target[body], [1, 99.5])
-    win = (float(lo), float(hi))
-    err = images["psirnet_lge"] - target
-    e = float(max(np.percentile(np.abs(err[body]), 99), 1e-3))
-    tiles = [("noise-free MOCO target", target, win)]
-    tiles += [(name, images[name], win) for name in CHAINS]
-    tiles += [("psirnet_lge - target", err, (-e, e))]
-    save_panel(path, tiles)
 
 
 def main() -> int:
@@ -123,8 +108,8 @@ def main() -> int:
             line.append(" ".join(f"{c.split('_')[-1]} {table.rows[-3 + k].metrics['nrmse_heart']:.3f}"
                                  for k, c in enumerate(CHAINS)))
             if i < args.panels:
-                panel(out / "png" / f"{name}_slc{s}.png", case.truth, s,
-                      {c: images[c][s] for c in CHAINS})
+                save_target_panel(out / "png" / f"{name}_slc{s}.png", case.truth, s,
+                                  {c: images[c][s] for c in CHAINS})
         print(f"case {i + 1}/{args.cases} {name} (coils {p.coils}, R {p.acceleration}, PF "
               f"{p.partial_fourier:g}, {p.field_t:g} T, SNR {p.snr:.0f}) "
               f"{time.perf_counter() - t0:.1f} s; heart NRMSE " + " | ".join(line),

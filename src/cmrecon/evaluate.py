@@ -252,15 +252,16 @@ def score_slice(result: np.ndarray, truth: SimTruth | Mapping[str, np.ndarray], 
     }
 
 
-def _save_panel(path: Path, result: np.ndarray, truth: SimTruth, s: int, title: str) -> None:
+def save_target_panel(path: Path, truth: SimTruth, s: int, results: dict[str, np.ndarray]) -> None:
+    """PNG of slice ``s``: the noise-free MOCO target, each ``(y, x)`` result, the last one's error."""
     from cmrecon.io.png import save_panel
-    target, body = truth.psir_target[s], truth.body_mask[s]
+    target, body = truth["psir_target"][s], truth["body_mask"][s]
     lo, hi = np.percentile(target[body], [1, 99.5])
     win = (float(lo), float(hi))
-    err = result - target
+    name, err = list(results)[-1], list(results.values())[-1] - target
     e = float(max(np.percentile(np.abs(err[body]), 99), 1e-3))
-    save_panel(path, [("noise-free MOCO target", target, win), (title, result, win),
-                      ("error (result-target)", err, (-e, e))])
+    save_panel(path, [("noise-free MOCO target", target, win)] + [(n, r, win) for n, r in results.items()]
+               + [(f"{name} - target", err, (-e, e))])
 
 
 def _load_chain(c: Chain | str) -> Chain:
@@ -319,8 +320,8 @@ def evaluate(chains: Sequence[Chain | str], cases: Sequence[Any], out_dir: str |
                 table.rows.append(SliceScore(chain.name, name, s, m, dt))
                 parts.append(f"NRMSE heart {m['nrmse_heart']:.3f}")
                 if out is not None and png:
-                    _save_panel(out / "png" / f"{chain.name}_{name}_slc{s}.png", images[s],
-                                case.truth, s, chain.name)
+                    save_target_panel(out / "png" / f"{chain.name}_{name}_slc{s}.png", case.truth, s,
+                                      {chain.name: images[s]})
             say(f"evaluate:   {chain.name:16s} {dt:6.2f} s/slice  " + "; ".join(parts))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
