@@ -1,6 +1,6 @@
 """LGE raw-data simulator: noise, SNR units, exact truth, determinism, ISMRMRD validity."""
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import ismrmrd
 import numpy as np
@@ -14,6 +14,7 @@ from cmrecon.sim import phantom as ph
 from cmrecon.sim.lge import LgeParams, SimParamError, simulate_lge
 from cmrecon.sim.motion import breathing_motion, key_repeat
 from cmrecon.sim.sampling import sampling_pattern
+from cmrecon.sim.truth import SimTruth
 
 # noise-free float32 chain (FFT, 8×8 complex64 prewhitening, combination): relative error
 TOL_EXACT = 2e-6
@@ -189,6 +190,18 @@ def test_truth_targets_are_consistent(clean):
     assert t.heart_mask[0][np.isin(lab, ph.HEART_LABELS)].all()
     assert t.coil_maps.shape == (1, 8, 48, 64)                 # (slices, coils, y, x)
     np.testing.assert_allclose(np.sum(np.abs(t.coil_maps[0]) ** 2, 0), 1.0, rtol=1e-4)
+
+
+def test_truth_saves_every_field_and_reads_like_its_npz(clean, tmp_path):
+    clean.truth.save(tmp_path / "truth.npz")
+    back = SimTruth.load(tmp_path / "truth.npz")
+    with np.load(tmp_path / "truth.npz") as stored:
+        for f in fields(SimTruth):
+            np.testing.assert_array_equal(getattr(back, f.name), getattr(clean.truth, f.name))
+            assert getattr(back, f.name).dtype == getattr(clean.truth, f.name).dtype
+            np.testing.assert_array_equal(clean.truth[f.name], stored[f.name])
+    with pytest.raises(KeyError):
+        clean.truth["save"]
 
 
 def test_bad_parameters_name_the_field():
