@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cmrecon.metrics import ssim
 from cmrecon.models import train as tr
+from cmrecon.models.train_config import LossSection, OptimSection
 
 #: float32 torch SSIM vs float64 numpy SSIM on [0, 1]-scaled images.
 SSIM_TOL = 2e-5
@@ -97,12 +102,12 @@ def test_batches_are_a_function_of_seed_and_index():
     assert a["ir_kspace"].shape != c["ir_kspace"].shape or \
         not torch.equal(a["ir_kspace"], c["ir_kspace"])
     # a batch shares one matrix and one coil count; sizes come from the config
-    assert list(a["ir_kspace"].shape[-2:]) in cfg.data["sizes"]
+    assert tuple(a["ir_kspace"].shape[-2:]) in cfg.data.sizes
     assert 3 <= a["ir_kspace"].shape[1] <= 5
 
 
 def test_learning_rate_warms_up_then_decays_per_epoch():
-    optim = {"lr": 6e-4, "warmup_steps": 4, "lr_decay": 0.98}
+    optim = OptimSection(lr=6e-4, warmup_steps=4, lr_decay=0.98)
     assert tr.learning_rate(optim, 0, 0) == pytest.approx(1.5e-4)
     assert tr.learning_rate(optim, 3, 0) == pytest.approx(6e-4)
     assert tr.learning_rate(optim, 10, 2) == pytest.approx(6e-4 * 0.98 ** 2)
@@ -190,19 +195,30 @@ def test_config_errors_name_the_key():
 
 
 def test_shipped_configs_load_and_name_their_presets():
-    from pathlib import Path
     root = Path(__file__).resolve().parents[2] / "configs"
     small = tr.load_config(root / "psirnet_cpu_small.yaml")
     published = tr.load_config(root / "psirnet_published.yaml")
-    assert small.model["preset"] == "cpu_small" and published.model["preset"] == "published"
-    assert small.optim["lr"] == 6e-4 and small.optim["weight_decay"] == 1e-3
-    assert small.optim["lr_decay"] == 0.98 and published.optim["lr_decay"] == 0.98
+    assert small.model.preset == "cpu_small" and published.model.preset == "published"
+    assert small.optim.lr == 6e-4 and small.optim.weight_decay == 1e-3
+    assert small.optim.lr_decay == 0.98 and published.optim.lr_decay == 0.98
 
 
 def test_cli_has_train_psirnet():
     from cmrecon.cli import build_parser
     args = build_parser().parse_args(["train", "psirnet", "--config", "x.yaml", "--resume"])
     assert args.kind == "psirnet" and args.resume and args.config == "x.yaml"
+
+
+def test_cli_overrides_train_settings_and_refuses_a_bad_one_in_one_line(tmp_path, capsys):
+    from cmrecon.cli import main
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    argv = ["train", "psirnet", "--config", str(tmp_path / "tiny.yaml"), "--device", "cpu",
+            "--threads", "1", "--max-steps", "1", "--out", str(tmp_path / "run")]
+    assert main(argv + ["--epochs", "1"]) == 0
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert (written["epochs"], written["device"], written["threads"]) == (1, "cpu", 1)
+    assert main(argv + ["--epochs", "0", "--resume"]) == 2
+    assert "error: train.epochs = 0 must be ≥ 1" in capsys.readouterr().err
 
 
 def test_init_weights_starts_a_fresh_run_from_a_checkpoint(tmp_path, full_run):
@@ -234,13 +250,13 @@ def test_training_loss_adds_the_l1_term_that_sees_a_uniform_psir_shift():
     t = torch.from_numpy(_structured(rng))[None, None]
     d = 0.05 * float(t.max() - t.min())
     shifted = t + d
-    published = {"ssim": 1.0, "l1": 0.0}
+    published = LossSection(ssim=1.0, l1=0.0)
     assert float(tr.training_loss(shifted, t, published)) == pytest.approx(
         float(tr.ssim_loss(shifted, t)), abs=1e-7)
     assert float(tr.ssim_loss(shifted, t)) < 0.02
-    with_l1 = float(tr.training_loss(shifted, t, {"ssim": 1.0, "l1": 0.5}))
+    with_l1 = float(tr.training_loss(shifted, t, LossSection(ssim=1.0, l1=0.5)))
     assert with_l1 - float(tr.ssim_loss(shifted, t)) == pytest.approx(0.5 * d, rel=1e-5)
-    assert float(tr.training_loss(t, t, {"ssim": 0.0, "l1": 1.0})) == 0.0
+    assert float(tr.training_loss(t, t, LossSection(ssim=0.0, l1=1.0))) == 0.0
 
 
 def test_loss_weights_are_checked():
@@ -251,4 +267,73 @@ def test_loss_weights_are_checked():
             tr.config_from_dict(raw)
     raw = json.loads(json.dumps(TINY))
     raw["loss"] = {"l1": 0.5}
-    assert tr.config_from_dict(raw).loss == {"ssim": 1.0, "l1": 0.5}
+    assert tr.config_from_dict(raw).loss == LossSection(ssim=1.0, l1=0.5)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_parse_into_typed_frozen_sections_and_round_trip(path):
+    cfg = tr.load_config(path)
+    assert isinstance(cfg.optim, OptimSection) and isinstance(cfg.optim.betas, tuple)
+    assert all(isinstance(s, tuple) and isinstance(s[0], int) for s in cfg.data.sizes)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.epochs = 1
+    assert tr.config_from_dict(cfg.to_dict()) == cfg
+    # every key written in the YAML file survives, with its value
+    raw, resolved = yaml.safe_load(path.read_text()), cfg.to_dict()
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            assert {k: resolved[section][k] for k in values} == values, section
+
+
+def test_section_fields_are_the_arguments_they_set():
+    from cmrecon.models.psirnet import PSIRNet
+    from cmrecon.models.train_config import DataSection, DrawSection, ModelSection
+    from cmrecon.sim.training import make_sample
+    model = {f.name for f in dataclasses.fields(ModelSection)} - {"preset"}
+    assert model <= set(inspect.signature(PSIRNet.__init__).parameters)
+    data = {f.name for f in dataclasses.fields(DataSection)} - \
+        {f.name for f in dataclasses.fields(DrawSection)}
+    assert data <= set(inspect.signature(make_sample).parameters)
+    cfg = tiny_config()
+    assert cfg.model.overrides() == {k: v for k, v in TINY["model"].items() if k != "preset"}
+    assert cfg.data.sample_kwargs() == {"R": (1, 2), "acs_lines": 8}
+
+
+def test_bad_values_are_errors_naming_section_and_key():
+    for section, key, value in (("train", "epochs", 0), ("data", "sizes", [[8, 8]]),
+                                ("optim", "lr", "fast"), ("train", "device", "gpu"),
+                                ("validation", "coils", [5, 3])):
+        raw = json.loads(json.dumps(TINY))
+        raw[section][key] = value
+        with pytest.raises(tr.ConfigError, match=rf"'{section}'.*{key}"):
+            tr.config_from_dict(raw)
+    with pytest.raises(tr.ConfigError, match="name"):
+        tr.config_from_dict({"model": {}})
+    with pytest.raises(tr.ConfigError, match="epochs"):  # a command-line override, too
+        tiny_config().with_train(epochs=0)
+
+
+def test_resume_accepts_more_epochs_and_a_stored_config_but_no_other_change():
+    from cmrecon.models.train_config import same_run
+    cfg = tiny_config()
+    assert same_run(cfg, cfg.with_train(epochs=5, num_workers=2, log_every_steps=3))
+    assert not same_run(cfg, cfg.with_train(seed=12))
+    assert not same_run(cfg, dataclasses.replace(cfg, loss=LossSection(l1=0.5)))
+    # last.pt of a run started before the typed config held every None explicitly
+    stored = cfg.to_dict()
+    stored["model"]["eps"] = None
+    assert same_run(tr.config_from_dict(stored), cfg)
+
+
+def test_worker_processes_make_the_same_batches_as_the_training_process():
+    from cmrecon.models.train_data import batches
+    here = list(batches(tiny_config(num_workers=0), 2, 4))
+    workers = list(batches(tiny_config(num_workers=1), 2, 4))
+    assert len(here) == len(workers) == 2
+    for a, b in zip(here, workers):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k]
+                   for k in a)

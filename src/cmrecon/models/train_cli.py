@@ -7,11 +7,20 @@ the handler imports :mod:`cmrecon.models.train` only when training actually runs
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def _run_psirnet(args: argparse.Namespace) -> int:
-    from cmrecon.models.train import _run_psirnet as run
-    return run(args)
+    from cmrecon.models.train import load_config, train
+    given = {"device": args.device, "threads": args.threads, "num_workers": args.workers,
+             "epochs": args.epochs}
+    cfg = load_config(args.config).with_train(**{k: v for k, v in given.items() if v is not None})
+    result = train(cfg, args.out or str(Path("runs") / cfg.name), resume=args.resume,
+                   max_steps=args.max_steps)
+    print(f"train: {result.steps} steps, {result.samples} samples, best validation loss "
+          f"{result.best_val_loss:.4f}; outputs in {result.out_dir}", file=sys.stderr)
+    return 0
 
 
 def _run_refine(args: argparse.Namespace) -> int:
