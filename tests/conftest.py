@@ -14,6 +14,15 @@ torch.set_num_threads(2)
 from mrd_cases import write_case  # noqa: E402
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not fight the other tests' threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def case(tmp_path_factory):
     """(path, Case) of a 2-slice, 4-coil, 2x-oversampled dataset with a 32-readout noise scan."""
@@ -30,3 +39,13 @@ def server():
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests skip where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from paths import DATA
 
 
 def _modules_after(code: str) -> set[str]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+from paths import DATA
 
 
 def _cmrecon(*args, cwd=None):

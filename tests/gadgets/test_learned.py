@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from paths import DATA, ROOT
 
 from cmrecon.chain.definition import load_file, resolve, with_step_params
 from cmrecon.errors import StepError
-from cmrecon.models import adapter, serving as inf
-from cmrecon.models import shipped
+from cmrecon.models import adapter, shipped
+from cmrecon.models import serving as inf
 from cmrecon.models.psirnet import PSIRNet
 from cmrecon.models.weights import ChecksumMismatchError, WeightsError, save_checkpoint
 from cmrecon.products.lge import MappedKspace, PsirImages
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = dict(num_cascades=1, chans=4, sens_chans=2, pools=2, sens_pools=2)
 
@@ -203,7 +203,7 @@ def test_an_input_the_model_was_not_trained_for_gets_the_classical_psir_and_says
     from cmrecon.chain.runner import run_chain
     header, items = _items("r4_embedded_pf_rep")
     chain = with_step_params(resolve("psirnet_lge"), "psirnet_recon", max_acceleration=3)
-    import copy   # noise_prewhiten whitens the readouts it is given in place (issue 11)
+    import copy  # noise_prewhiten whitens the readouts it is given in place (issue 11)
     images = [im for im in run_chain(chain, header, copy.deepcopy(items)) if isinstance(im, ismrmrd.Image)]
     classic = {im.image_series_index: im for im in run_chain(resolve("psir_classic"), header,
                                                              copy.deepcopy(items))

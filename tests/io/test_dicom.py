@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import ismrmrd
 import numpy as np
@@ -12,12 +11,14 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
+from paths import DATA
+
+from cmrecon.chain.definition import resolve  # noqa: E402
 from cmrecon.cli import main  # noqa: E402
 from cmrecon.evaluate import psir_ratio_images, with_float_ratio  # noqa: E402
-from cmrecon.chain.definition import resolve  # noqa: E402
 from cmrecon.io.mrdfile import iter_items, read_header_xml  # noqa: E402
 
-H5 = Path(__file__).resolve().parents[1] / "data" / "sim_lge_r2_embedded.h5"
+H5 = DATA / "sim_lge_r2_embedded.h5"
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ismrmrd
 import pytest
+from paths import DATA
 
 from cmrecon.chain.definition import chains_dir, list_chains, load_file, load_xml, load_yaml, resolve, to_xml
 from cmrecon.chain.registry import get_step, known_steps
@@ -165,11 +166,10 @@ def test_running_a_chain_leaves_the_callers_readouts_untouched():
     """noise_prewhiten used to whiten the given acquisitions in place: a second run over the
     same in-memory items then reconstructed already-whitened data."""
     import copy
-    from pathlib import Path
 
     from cmrecon.chain.runner import run_chain
     from cmrecon.io.mrdfile import iter_items, read_header_xml
-    h5 = Path(__file__).resolve().parents[1] / "data" / "sim_lge_r2_embedded.h5"
+    h5 = DATA / "sim_lge_r2_embedded.h5"
     items = list(iter_items(h5))
     before = copy.deepcopy(items)
     first = [im.data.copy() for im in run_chain(resolve("psir_classic"), read_header_xml(h5), items)]
@@ -180,14 +180,13 @@ def test_running_a_chain_leaves_the_callers_readouts_untouched():
 
 def test_a_non_finite_readout_is_refused_naming_it_not_blamed_on_a_step():
     """One NaN sample used to give an all-NaN fft_rss image without a word."""
-    from pathlib import Path
 
     import numpy as np
 
     from cmrecon.chain.runner import run_chain
     from cmrecon.errors import InputError
     from cmrecon.io.mrdfile import iter_items, read_header_xml
-    h5 = Path(__file__).resolve().parents[1] / "data" / "sim_lge_full.h5"
+    h5 = DATA / "sim_lge_full.h5"
     items = list(iter_items(h5))
     imaging = [a for a in items if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
     imaging[5].data[2, 7] = np.nan

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cmrecon.chain.registry import StepContext, get_step
 import ismrmrd
+
+from cmrecon.chain.registry import StepContext, get_step
 
 PREFIX = ("noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps", "unfold")
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from paths import DATA
 
 from cmrecon.evaluate import score_slice
 from cmrecon.recon.moco import fourier_shift
 from cmrecon.sim.truth import SimTruth
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_a_shifted_perfect_psir_scores_badly_in_frame_and_perfectly_registered():

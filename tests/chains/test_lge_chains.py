@@ -3,19 +3,14 @@ server vs in-process byte for byte, and the grouped Gadgetron external vs in-pro
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ismrmrd
 import numpy as np
 import pytest
+from paths import DATA
 
 from cmrecon.chain.definition import resolve, to_xml
-from cmrecon.io import protocol as P
-from cmrecon.io.mrdfile import iter_items, read_header_xml
 from cmrecon.metrics import nrmse
 from cmrecon.server.client import replay_in_process, replay_remote
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 # Named thresholds: heart-region NRMSE of each LGE chain's PSIR ((REAL − 4096)/1000) against the
 # noise-free MOCO target in the key repeat's frame, for every recorded layout (64×48, 8 coils;

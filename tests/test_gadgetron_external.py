@@ -15,18 +15,17 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 import pytest
+from gadgetron_harness import GadgetronRefused, play_gadgetron
+from paths import DATA, TESTS
 
 from cmrecon.chain.definition import chains_dir, list_chains, resolve
 from cmrecon.chain.runner import run_file
 from cmrecon.gadgetron_external import EXIT_CONNECTION_LOST
 from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml
-from gadgetron_harness import GadgetronRefused, play_gadgetron
 
 pytest.importorskip("gadgetron", reason="the optional `gadgetron` package is not installed")
 
-TESTS = Path(__file__).resolve().parents[1]
-DATA = TESTS / "data"
 LGE_STREAM = DATA / "sim_lge_r2_embedded.h5"
 
 
