@@ -15,7 +15,7 @@ Run:  python bench/heldout_psirnet.py --config configs/psirnet_cpu_small.yaml [-
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
 import sys
 
@@ -40,10 +40,10 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = tr.load_config(args.config)
-    if cfg.validation["seed"] == TEST_SEED:
+    if cfg.validation.seed == TEST_SEED:
         raise SystemExit("the test seed must differ from the validation seed")
-    test_cfg = copy.deepcopy(cfg)
-    test_cfg.validation.update(seed=TEST_SEED, n=args.n, sizes=[[128, 96], [96, 96], [64, 48]])
+    test_cfg = dataclasses.replace(cfg, validation=dataclasses.replace(
+        cfg.validation, seed=TEST_SEED, n=args.n, sizes=((128, 96), (96, 96), (64, 48))))
     test_set = tr.make_validation_set(test_cfg)
     model = get_model(args.weights, "cpu").model
     per = {"model": [], "zero_filled_head": []}
@@ -57,7 +57,7 @@ def main() -> int:
         for name, p in (("model", pred), ("zero_filled_head", zf)):
             row = {"R": int(R), "coils": int(s["ir_kspace"].shape[1]), "snr": float(s["snr"][0])}
             for prefix, key in (("moco", "target_moco_noisy"), ("clean", "target_clean")):
-                m = tr._image_metrics(p[0, 0].numpy(), s[key][0, 0].numpy(), heart, body)
+                m = tr.image_metrics(p[0, 0].numpy(), s[key][0, 0].numpy(), heart, body)
                 row.update({f"{prefix}_{k}": v for k, v in m.items()})
             per[name].append(row)
     keys = ["moco_ssim", "moco_psnr", "moco_nrmse", "moco_nrmse_heart", "clean_ssim",

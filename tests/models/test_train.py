@@ -17,6 +17,8 @@ from cmrecon.metrics import ssim
 from cmrecon.models import train as tr
 from cmrecon.models.train_config import LossSection, OptimSection
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 #: float32 torch SSIM vs float64 numpy SSIM on [0, 1]-scaled images.
 SSIM_TOL = 2e-5
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cmrecon.chain.definition import resolve, with_step_params
@@ -13,6 +14,8 @@ from cmrecon.io.mrdfile import iter_items, read_header_xml
 from cmrecon.models.refine import PsirRefine, make_refine_sample, weighted_l1
 from cmrecon.models.weights import load_checkpoint, save_checkpoint
 from cmrecon.recon.psir_head import psirnet_head
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL = dict(size=(64, 48), coils=(6, 6), R=(2,), acs_lines=16, snr=(10.0, 10.0), moco_repeats=(4, 4))
