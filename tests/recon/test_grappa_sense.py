@@ -5,8 +5,9 @@ import pytest
 from recon_phantoms import add_noise, combine, ifft2c, multicoil_case
 
 from cmrecon.metrics import nrmse
+from cmrecon.recon.fft import fft2c
 from cmrecon.recon.grappa import grappa_fill, grappa_weights, lattice_offset
-from cmrecon.recon.sense import cg_sense, coil_combine, sense, sense_unfold
+from cmrecon.recon.sense import cg_sense, coil_combine, expand, masked, reduce, sense, sense_unfold
 
 SHAPE = (64, 48)
 
@@ -153,3 +154,33 @@ def test_noise_amplification_is_plausible(case):
     gr_noise = coil_combine(ifft2c(gr - grappa_fill(ksp * m[None, :, None], m, ksp[:, ACS], 2)),
                             nmaps)
     assert 0.9 < gr_noise[mask].std() / sigma_full < 3.0
+
+
+def test_numpy_encoding_pieces_are_adjoint(case):
+    """<M F S x, y> = <x, S^H F^H M y> with the same functions the torch model calls."""
+    ksp, nmaps, _, _ = case
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((1,) + SHAPE) + 1j * rng.standard_normal((1,) + SHAPE)).astype(
+        np.complex64)
+    m = _mask(3, 1)[None, :, None]
+    lhs = np.vdot(masked(fft2c(expand(x, nmaps)), m), ksp)
+    rhs = np.vdot(x, reduce(ifft2c(masked(ksp, m)), nmaps))
+    # float32 sums of ~2e4 terms
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
+    assert reduce(expand(x, nmaps), nmaps).shape == (1,) + SHAPE
+    np.testing.assert_allclose(reduce(expand(x, nmaps), nmaps), x, atol=1e-5)  # Σ|S|² = 1
+    assert np.all(masked(ksp, m)[:, ~m[0, :, 0]] == 0)
+
+
+def test_encoding_pieces_agree_on_numpy_and_torch(case):
+    torch = pytest.importorskip("torch")
+    ksp, nmaps, _, _ = case
+    m = _mask(2, 0)[None, :, None]
+    t = torch.from_numpy
+    for out_np, out_t in ((reduce(ksp, nmaps), reduce(t(ksp), t(nmaps))),
+                          (expand(ksp[:1], nmaps), expand(t(ksp[:1]), t(nmaps))),
+                          (masked(ksp, m), masked(t(ksp), t(m)))):
+        assert torch.is_tensor(out_t) and out_t.dtype == torch.complex64
+        # complex multiply and coil sum: a few float32 roundings of |S|·|x|
+        np.testing.assert_allclose(out_t.numpy(), out_np, rtol=0,
+                                   atol=1e-6 * np.abs(out_np).max())

@@ -1,13 +1,11 @@
-"""SENSE forward model for the learned reconstruction: centred FFT, coil expand/reduce, mask.
+"""SENSE forward model of the learned reconstruction as operators: ``A = M ∘ F ∘ S``.
 
-Two layers of the same maths:
-
-* plain TorchScript-compatible functions (:func:`fft2c`, :func:`ifft2c`, :func:`expand`,
-  :func:`reduce`, :func:`masked`) that the network calls inside ``forward``;
-* small linear-operator classes built on them (:class:`FFT2c`, :class:`CoilExpand`,
-  :class:`SamplingMask`, :func:`sense_operator`) that compose with ``@``, expose the adjoint
-  as ``.H`` and scale with ``*`` (STYLE.md rule 6), so adjointness is property-tested and the
-  network's data-consistency step can be checked against ``A.H(A(x) - y)``.
+The network calls, in ``forward``, the TorchScript-compatible torch instances of the maths written
+once for numpy and torch (:mod:`cmrecon.recon.fft`, :mod:`cmrecon.recon.sense`), re-exported here:
+:func:`fft2c`, :func:`ifft2c`, :func:`expand`, :func:`reduce`, :func:`masked`. The operators built
+on them (:class:`FFT2c`, :class:`CoilExpand`, :class:`SamplingMask`, :func:`sense_operator`) compose
+with ``@``, have the adjoint ``.H`` and scale with ``*`` (STYLE.md rule 6): adjointness is
+property-tested and the data-consistency step checked against ``A.H(A(x) - y)``.
 
 Axis convention (the model's I/O): images ``(B, 1, RO, PE)`` complex64, multi-coil images and
 k-space ``(B, coils, RO, PE)`` complex64, sampling mask ``(B, 1, RO, PE)`` bool. The FFT is
@@ -22,102 +20,18 @@ MICCAI 2020 (fastMRI E2E-VarNet, whose expand/reduce and soft DC the PSIRNet cas
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
 import torch
+
+from cmrecon.recon.fft import centred_fft
+from cmrecon.recon.sense import expand, masked, reduce
 
 __all__ = ["CoilExpand", "FFT2c", "LinearOp", "SamplingMask", "expand", "fft2c", "ifft2c",
            "masked", "reduce", "sense_operator"]
 
-
-def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D FFT over the last two axes.
-
-    Parameters
-    ----------
-    x : torch.Tensor
-        ``(..., RO, PE)`` complex image(s).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(..., RO, PE)`` complex k-space, DC at index ``n // 2``.
-    """
-    dims: List[int] = [-2, -1]
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), dim=dims,
-                                             norm="ortho"), dim=dims)
-
-
-def ifft2c(k: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal inverse 2D FFT over the last two axes (adjoint = inverse of fft2c).
-
-    Parameters
-    ----------
-    k : torch.Tensor
-        ``(..., RO, PE)`` complex k-space, DC at index ``n // 2``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(..., RO, PE)`` complex image(s).
-    """
-    dims: List[int] = [-2, -1]
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), dim=dims,
-                                              norm="ortho"), dim=dims)
-
-
-def expand(image: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
-    """Coil images from a coil-combined image: ``S_c · x``.
-
-    Parameters
-    ----------
-    image : torch.Tensor
-        ``(B, 1, RO, PE)`` complex.
-    sens_maps : torch.Tensor
-        ``(B, coils, RO, PE)`` complex coil sensitivities.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, coils, RO, PE)`` complex.
-    """
-    return sens_maps * image
-
-
-def reduce(coil_images: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
-    """Adjoint of :func:`expand`: ``Σ_c conj(S_c) · x_c`` (SENSE/Roemer combination).
-
-    Parameters
-    ----------
-    coil_images : torch.Tensor
-        ``(B, coils, RO, PE)`` complex.
-    sens_maps : torch.Tensor
-        ``(B, coils, RO, PE)`` complex.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, 1, RO, PE)`` complex; equals the image itself when ``Σ_c |S_c|² = 1``.
-    """
-    return torch.sum(sens_maps.conj() * coil_images, dim=1, keepdim=True)
-
-
-def masked(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero k-space where ``mask`` is False (self-adjoint projection).
-
-    Parameters
-    ----------
-    kspace : torch.Tensor
-        ``(B, coils, RO, PE)`` complex.
-    mask : torch.Tensor
-        ``(B, 1, RO, PE)`` bool, broadcast over coils.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, coils, RO, PE)`` complex.
-    """
-    return torch.where(mask, kspace, torch.zeros_like(kspace))
+#: Centred orthonormal 2D FFT and its inverse over the last two axes (torch, TorchScript).
+fft2c, ifft2c = centred_fft(torch)
 
 
 class LinearOp:

@@ -1,6 +1,9 @@
-"""Cartesian SENSE: image-space unfolding for regular 1D undersampling, and CG-SENSE.
+"""SENSE encoding ``E = M·F·S`` (numpy or torch) and Cartesian SENSE: unfolding and CG-SENSE.
 
-Both solve the regularised least-squares problem
+:func:`expand` (``S``), its adjoint :func:`reduce` and :func:`masked` (``M``) take numpy arrays or
+torch tensors (the network calls them too); coils are axis -3, kept with size 1 by :func:`reduce`.
+
+Both reconstructions solve the regularised least-squares problem
 ``ρ = argmin Σ_c ||M·F(S_c ρ) − y_c||² + λ||ρ||²`` for the coil-combined image ρ; unfolding does
 it exactly pixel group by pixel group when the acquired rows form a regular lattice ``ky0 + R·n``
 and ``R`` divides the number of rows, CG-SENSE does it iteratively for any mask (embedded ACS,
@@ -22,8 +25,53 @@ import numpy as np
 
 from cmrecon.recon.fft import fft2c, ifft2c
 from cmrecon.recon.grappa import lattice_offset
+from cmrecon.recon.namespace import array_namespace
 
-__all__ = ["coil_combine", "sense_unfold", "cg_sense", "sense"]
+__all__ = ["cg_sense", "coil_combine", "expand", "masked", "reduce", "sense", "sense_unfold"]
+
+
+def expand(image, maps):
+    """Coil images from a coil-combined image: ``S_c · x``.
+
+    Parameters
+    ----------
+    image : (..., 1, y, x) complex64, numpy array or torch tensor
+    maps : (..., coils, y, x) complex64, same kind: coil sensitivities
+
+    Returns
+    -------
+    (..., coils, y, x) complex64
+    """
+    return maps * image
+
+
+def reduce(coil_images, maps):
+    """Adjoint of :func:`expand`: ``Σ_c conj(S_c) · x_c`` (SENSE/Roemer combination).
+
+    Parameters
+    ----------
+    coil_images, maps : (..., coils, y, x) complex64, numpy arrays or torch tensors
+
+    Returns
+    -------
+    (..., 1, y, x) complex64; the image itself when ``Σ_c |S_c|² = 1``.
+    """
+    return (maps.conj() * coil_images).sum(-3)[..., None, :, :]  # -3 = COIL_AXIS, kept
+
+
+def masked(kspace, mask):
+    """Sampling projection ``M``: zero k-space where ``mask`` is False (self-adjoint).
+
+    Parameters
+    ----------
+    kspace : (..., coils, ky, kx) complex64, numpy array or torch tensor
+    mask : bool, same kind, broadcastable to ``kspace``, e.g. ``(B, 1, ky, kx)`` or ``(1, ky, 1)``
+
+    Returns
+    -------
+    (..., coils, ky, kx) complex64, exactly 0 where not sampled.
+    """
+    return array_namespace(kspace).where(mask, kspace, 0)
 
 
 def _check(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray):
@@ -70,7 +118,7 @@ def coil_combine(images: np.ndarray, maps: np.ndarray, eps: float = 1e-12) -> np
     maps = np.asarray(maps)
     if images.shape != maps.shape:
         raise ValueError(f"images shape {images.shape} differs from maps shape {maps.shape}")
-    num = np.sum(maps.conj() * images, axis=0)
+    num = reduce(images, maps)[0]
     den = np.sum(np.abs(maps) ** 2, axis=0)
     out = np.where(den > eps, num / np.where(den > eps, den, 1.0), 0)
     return out.astype(np.complex64)
@@ -193,11 +241,11 @@ def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: flo
     m = mask_pe[None, :, None]
     maps = maps.astype(np.complex64)
 
-    def normal(x):
-        return np.sum(maps.conj() * ifft2c(fft2c(maps * x[None]) * m), axis=0) + lam * x
+    def normal(x):  # (E^H E + λI) x on (1, y, x) images
+        return reduce(ifft2c(masked(fft2c(expand(x, maps)), m)), maps) + lam * x
 
-    b = np.sum(maps.conj() * ifft2c((kspace * m).astype(np.complex64)), axis=0)
-    x = np.zeros_like(b) if x0 is None else np.asarray(x0, dtype=np.complex64).copy()
+    b = reduce(ifft2c(masked(kspace.astype(np.complex64), m)), maps)
+    x = np.zeros_like(b) if x0 is None else np.asarray(x0, dtype=np.complex64)[None].copy()
     r = b - normal(x)
     p = r.copy()
     rr = float(np.vdot(r, r).real)
@@ -212,7 +260,7 @@ def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: flo
         rr_new = float(np.vdot(r, r).real)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x.astype(np.complex64)
+    return x[0].astype(np.complex64)
 
 
 def sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: int,
