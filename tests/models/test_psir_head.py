@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.ndimage import uniform_filter
 
 from cmrecon.recon.psir_head import psirnet_head
@@ -41,6 +42,21 @@ def test_matches_numpy_reference_batched_torch_complex64():
     assert torch.is_tensor(out) and out.dtype == torch.float32 and out.shape == (3, 1, 16, 18)
     ref = np.stack([_numpy_head(ir[b, 0], pd[b, 0]) for b in range(3)])[:, None]
     np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=TOL_F32 * np.abs(ref).max())
+
+
+def test_is_the_published_head_bit_for_bit():
+    """microsoft/psirnet's compute_scc_torch (circular F.pad, conv2d with a 1/49 kernel)."""
+    rng = np.random.default_rng(2)
+    ir, pd = (torch.from_numpy(z.astype(np.complex64)) for z in _random_pair(rng, (2, 1, 20, 16)))
+    mag = pd.abs()
+    kernel = torch.full((1, 1, 7, 7), 1 / 49)
+
+    def box(x):
+        return F.conv2d(F.pad(x, [3, 3, 3, 3], mode="circular"), kernel)
+
+    scc = box(mag) / (box(mag * mag) + 16.0)
+    published = (ir * pd.conj()).real * scc / torch.sqrt((mag * mag).clamp(min=1e-6))
+    assert torch.equal(psirnet_head(ir, pd), published)
 
 
 def test_circular_padding_not_zero_padding():

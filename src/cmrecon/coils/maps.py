@@ -20,8 +20,8 @@ MRI: where SENSE meets GRAPPA. MRM 2014;71:990-1001.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import uniform_filter
 
+from cmrecon.recon.box import box_mean, check_window
 from cmrecon.recon.fft import ifft2c
 
 __all__ = ["walsh", "inati", "espirit", "lowres_images_from_acs", "normalise_phase"]
@@ -34,19 +34,6 @@ def _check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
     if not np.iscomplexobj(images):
         raise ValueError(f"{name} must be complex, got dtype {images.dtype}")
     return images
-
-
-def _check_window(window_px: int) -> int:
-    if int(window_px) != window_px or window_px < 1 or window_px % 2 == 0:
-        raise ValueError(f"window_px must be a positive odd integer, got {window_px!r}")
-    return int(window_px)
-
-
-def _box_complex(a: np.ndarray, window_px: int) -> np.ndarray:
-    """Box mean over the last two axes (reflect boundary) of a complex array."""
-    size = (1,) * (a.ndim - 2) + (window_px, window_px)
-    return (uniform_filter(a.real, size=size, mode="reflect")
-            + 1j * uniform_filter(a.imag, size=size, mode="reflect"))
 
 
 def _dominant_eig(mats: np.ndarray, iterations: int = 40, tol: float = 1e-5
@@ -108,7 +95,7 @@ def walsh(images: np.ndarray, window_px: int = 7) -> np.ndarray:
     """Walsh adaptive coil maps: dominant eigenvector of the local coil correlation matrix.
 
     For each pixel the ``coils × coils`` matrix ``R(r) = Σ_{r' ∈ w×w box} x(r') x(r')^H`` is
-    formed (box mean, reflect boundary) and its dominant eigenvector is the map at ``r``.
+    formed (box mean, symmetric boundary) and its dominant eigenvector is the map at ``r``.
 
     Parameters
     ----------
@@ -133,11 +120,11 @@ def walsh(images: np.ndarray, window_px: int = 7) -> np.ndarray:
     Walsh DO, Gmitro AF, Marcellin MW. MRM 2000;43:682-690.
     """
     images = _check_images(images)
-    w = _check_window(window_px)
+    w = check_window(window_px)
     nc, ny, nx = images.shape
     x = images.astype(np.complex64)
     corr = x[:, None] * x[None, :].conj()  # (c, c', y, x)
-    corr = _box_complex(corr, w)
+    corr = box_mean(corr, w, "symmetric")
     corr = np.moveaxis(corr.reshape(nc, nc, -1), -1, 0)  # (pix, c, c')
     _, vecs = _dominant_eig(corr)
     maps = vecs.T.reshape(nc, ny, nx)
@@ -180,7 +167,7 @@ def inati(images: np.ndarray, window_px: int = 7, iterations: int = 5,
     Inati SJ, Hansen MS, Kellman P. ISMRM 2013 p. 2672; ISMRM 2014 p. 4407.
     """
     images = _check_images(images)
-    w = _check_window(window_px)
+    w = check_window(window_px)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations!r}")
     im = images.astype(np.complex64)
@@ -192,7 +179,7 @@ def inati(images: np.ndarray, window_px: int = 7, iterations: int = 5,
     maps = im
     for it in range(iterations):
         prev = rho
-        smoothed = _box_complex(im * rho.conj()[None], w)
+        smoothed = box_mean(im * rho.conj()[None], w, "symmetric")
         norm = np.sqrt(np.sum(np.abs(smoothed) ** 2, axis=0)) + eps
         maps = smoothed / norm[None]
         rho = np.sum(im * maps.conj(), axis=0)

@@ -9,10 +9,10 @@ From coil-combined complex IR and PD images in SNR units (docs/physics.md §3):
    least-squares inverse of |PD| over a w×w window (:func:`scc_inverse`);
 4. ``PSIR = PSIR_raw · a`` (≈ IR/PD ratio) and ``MagIR = |IR| · a``.
 
-Box filter boundary: **circular (wrap-around)**, the same as the PSIRNet head
+Box filter: :func:`cmrecon.recon.box.box_mean`, **circular (wrap-around)** as in the PSIRNet head
 (:mod:`cmrecon.recon.psir_head`), so the classical and learned heads agree at the image border.
-``psirnet_compatible=True`` calls :func:`cmrecon.recon.psir_head.psirnet_head` itself
-(no Hanning filter, phase = PD/|PD|).
+Only ``psirnet_compatible=True`` imports torch: it calls
+:func:`cmrecon.recon.psir_head.psirnet_head` itself (no Hanning filter, phase = PD/|PD|).
 
 References
 ----------
@@ -25,12 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import uniform_filter
 
+from cmrecon.recon.box import box_mean
 from cmrecon.recon.fft import fft2c, ifft2c
 
-__all__ = ["PsirResult", "background_phase", "box_mean", "scc_inverse", "psir",
-           "to_gadgetron_units"]
+__all__ = ["PsirResult", "background_phase", "scc_inverse", "psir", "to_gadgetron_units"]
 
 #: Default fraction of k-space (per axis) spanned by the Hanning low-pass of the PD phase.
 DEFAULT_HANNING_FRACTION = 0.5
@@ -63,25 +62,6 @@ def _check_2d_complex(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim != 2 or not np.iscomplexobj(x):
         raise ValueError(f"{name} must be a (y, x) complex image, got {x.shape} {x.dtype}")
     return x
-
-
-def box_mean(x: np.ndarray, window_px: int = 7) -> np.ndarray:
-    """Mean over a ``window_px × window_px`` box with circular (wrap-around) boundary.
-
-    Parameters
-    ----------
-    x : (y, x) float
-        Real image.
-    window_px : int
-        Odd box side, pixels.
-
-    Returns
-    -------
-    (y, x) float64
-    """
-    if int(window_px) != window_px or window_px < 1 or window_px % 2 == 0:
-        raise ValueError(f"window_px must be a positive odd integer, got {window_px!r}")
-    return uniform_filter(np.asarray(x, dtype=np.float64), size=int(window_px), mode="wrap")
 
 
 def background_phase(pd: np.ndarray, hanning_fraction: float = DEFAULT_HANNING_FRACTION
@@ -168,8 +148,9 @@ def scc_inverse(pd_mag: np.ndarray, window_px: int = 7, noise_sigma: float = 1.0
     if noise_sigma < 0 or t < 0:
         raise ValueError(f"noise_sigma and t must be >= 0, got {noise_sigma!r}, {t!r}")
     reg = (t * noise_sigma) ** 2
-    num = box_mean(pd_mag, window_px)
-    den = box_mean(pd_mag.astype(np.float64) ** 2, window_px) + reg
+    mag = pd_mag.astype(np.float64)
+    num = box_mean(mag, window_px, "circular")
+    den = box_mean(mag ** 2, window_px, "circular") + reg
     if reg == 0:
         den = np.where(den > 0, den, np.inf)
     return (num / den).astype(np.float32)

@@ -9,8 +9,8 @@ both in SNR units after prewhitening) into a surface-coil-corrected, phase-sensi
 removed, sign of Mz kept); ``box_w(|PD|) / (box_w(|PD|²) + reg)`` is the regularised local
 least-squares inverse of |PD| over a w×w window (Kellman 2002), with ``reg = (t·σ)² = 16``
 for t = 4, σ = 1 in SNR units. The published PSIRNet applies the box filter with *circular*
-(wrap-around) padding of ``w // 2`` pixels on each side; this module does the same, so the
-learned model's head, its training target and our classical PSIR module agree to rounding.
+(wrap-around) padding of ``w // 2`` pixels on each side; so does :mod:`cmrecon.recon.box`, so
+the learned model's head, its training target and our classical PSIR module agree to rounding.
 
 References
 ----------
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["DEFAULT_EPS", "DEFAULT_REG", "DEFAULT_WINDOW_PX", "box_filter_circular",
-           "psir_head_tensor", "psirnet_head", "surface_coil_correction_map"]
+from cmrecon.recon.box import box_kernel, check_window
+
+__all__ = ["DEFAULT_EPS", "DEFAULT_REG", "DEFAULT_WINDOW_PX", "psir_head_tensor", "psirnet_head",
+           "surface_coil_correction_map"]
 
 #: Side of the square box window, pixels (w in Kellman 2002; 7 in PSIRNet and Gadgetron).
 DEFAULT_WINDOW_PX = 7
@@ -36,37 +37,7 @@ DEFAULT_REG = 16.0
 #: Floor of |PD|² in the phase normalisation, SNR units squared (``eps`` of PSIRNet).
 DEFAULT_EPS = 1e-6
 
-
-def _check_window(window_px: int) -> int:
-    if int(window_px) != window_px or window_px < 1 or window_px % 2 == 0:
-        raise ValueError(f"window_px must be a positive odd integer, got {window_px!r}")
-    return int(window_px)
-
-
-def box_filter_circular(x: torch.Tensor, window_px: int = 7) -> torch.Tensor:
-    """Mean over a ``window_px × window_px`` box with circular (wrap-around) padding.
-
-    TorchScript-compatible (used inside the scripted model); callers validate ``window_px``.
-
-    Parameters
-    ----------
-    x : torch.Tensor
-        ``(B, 1, RO, PE)`` real floating tensor.
-    window_px : int
-        Odd box side in pixels, at most ``2·min(RO, PE) + 1`` (circular padding limit).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(B, 1, RO, PE)``, same dtype and device as ``x``.
-    """
-    half = window_px // 2
-    kernel = torch.full((1, 1, window_px, window_px), 1.0 / float(window_px * window_px),
-                        dtype=x.dtype, device=x.device)
-    if half == 0:
-        return x.clone()
-    padded = F.pad(x, [half, half, half, half], mode="circular")
-    return F.conv2d(padded, kernel)
+_box_mean = box_kernel(torch)  # TorchScript-compatible, no input checks
 
 
 def surface_coil_correction_map(pd_mag: torch.Tensor, window_px: int = 7,
@@ -91,8 +62,8 @@ def surface_coil_correction_map(pd_mag: torch.Tensor, window_px: int = 7,
     ----------
     Kellman et al., MRM 2002;47:372.
     """
-    return box_filter_circular(pd_mag, window_px) / (
-        box_filter_circular(pd_mag * pd_mag, window_px) + reg)
+    return _box_mean(pd_mag, window_px, "circular") / (
+        _box_mean(pd_mag * pd_mag, window_px, "circular") + reg)
 
 
 def psir_head_tensor(ir: torch.Tensor, pd: torch.Tensor, window_px: int = 7,
@@ -182,12 +153,8 @@ def psirnet_head(ir, pd, window_px: int = DEFAULT_WINDOW_PX, reg: float = DEFAUL
         ir_t, pd_t = ir_t[None, None], pd_t[None, None]
     elif not (ir_t.ndim == 4 and ir_t.shape[1] == 1):
         raise ValueError(f"ir/pd must have shape (RO, PE) or (B, 1, RO, PE), got {tuple(shape)}")
-    _check_window(window_px)
-
-    if window_px > 2 * min(ir_t.shape[-2], ir_t.shape[-1]) + 1:
-        raise ValueError(f"window_px={window_px} exceeds the circular padding limit for an "
-                         f"image of shape {tuple(ir_t.shape[-2:])}")
-    psir = psir_head_tensor(ir_t, pd_t, int(window_px), float(reg), float(eps)).reshape(shape)
+    window_px = check_window(window_px, ir_t.shape[-2:])
+    psir = psir_head_tensor(ir_t, pd_t, window_px, float(reg), float(eps)).reshape(shape)
     if as_numpy:
         return psir.detach().cpu().numpy()
     return psir
