@@ -29,6 +29,7 @@ from cmrecon.models.sense import ifft2c, reduce
 from cmrecon.products.lge import MappedKspace
 from cmrecon.recon.fft import ifft2c as np_ifft2c
 from cmrecon.recon.moco import choose_repeat
+from cmrecon.recon.sense import reduce as np_reduce
 from cmrecon.recon.psir_head import psir_head_tensor, surface_coil_correction_map
 
 __all__ = ["SliceInput", "SliceOutput", "UnsupportedInput", "forward_batch", "prepare_slice",
@@ -102,7 +103,7 @@ class SliceOutput:
 
 def _zero_filled_images(kspace: np.ndarray, maps: np.ndarray) -> np.ndarray:
     """``(n, coils, ky, kx)`` k-space → ``(n, ky, kx)`` maps-combined zero-filled images."""
-    return np.sum(np.conj(maps)[None] * np_ifft2c(kspace), axis=1)
+    return np_reduce(np_ifft2c(kspace), maps)[:, 0]
 
 
 def prepare_slice(mk: MappedKspace, repeat: int = -1, roi_fraction: float = 0.5,

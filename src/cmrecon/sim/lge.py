@@ -50,6 +50,7 @@ from cmrecon.axes import centre_crop
 from cmrecon.errors import CmreconError
 from cmrecon.recon.fft import ifft2c
 from cmrecon.recon.noise import prewhitening_matrix
+from cmrecon.recon.sense import reduce
 from cmrecon.sim import coils as coil_mod
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.header import make_header, slice_geometry
@@ -331,7 +332,7 @@ def _slice_truth(p: LgeParams, smp: Sampling, sl: _Slice, obj: np.ndarray, s_ir:
     combined = []
     for signal in (s_ir, s_pd):
         k = kspace_lines(obj, sl.sens_phase, line_signals(signal, smp.shot, n_pe), np.arange(n_pe))
-        combined.append(np.sum(np.conj(maps) * centre_crop(ifft2c(mix_coils(whiten, k)), p.matrix), axis=0))
+        combined.append(reduce(centre_crop(ifft2c(mix_coils(whiten, k)), p.matrix), maps)[0])
     pure = fractions[ph.LV_BLOOD] > 0.999
     if not pure.any():
         pure = labels == ph.LV_BLOOD

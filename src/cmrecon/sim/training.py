@@ -35,6 +35,7 @@ import numpy as np
 
 from cmrecon.recon.fft import fft1c, ifft1c, ifft2c
 from cmrecon.recon.noise import prewhitening_matrix
+from cmrecon.recon.sense import reduce
 from cmrecon.sim import coils as coil_mod
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.kspace import class_fractions
@@ -172,8 +173,8 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int] = (128, 128),
     h_pd = np.einsum("tp,tcrp->crp", w_pd[keep], hyb)
     k_ir = fft1c(h_ir, axis=-2)
     k_pd = fft1c(h_pd, axis=-2)
-    img_ir = np.sum(np.conj(maps) * ifft1c(h_ir, axis=-1), axis=0)
-    img_pd = np.sum(np.conj(maps) * ifft1c(h_pd, axis=-1), axis=0)
+    img_ir = reduce(ifft1c(h_ir, axis=-1), maps)[0]
+    img_pd = reduce(ifft1c(h_pd, axis=-1), maps)[0]
     pure = box[ph.LV_BLOOD] > 0.999     # whole pixels of blood (box fractions), as sim.lge
     if not pure.any():
         pure = labels == ph.LV_BLOOD
@@ -192,8 +193,8 @@ def make_sample(rng: np.random.Generator, size: tuple[int, int] = (128, 128),
     pd_k = np.where(mask, k_pd * scale + n_pd, 0).astype(np.complex64)
 
     root_k = np.float32(np.sqrt(k_moco))
-    e_ir = np.sum(np.conj(maps) * ifft2c(n_ir), axis=0) + cnoise((k_moco - 1, n_ro, n_pe)).sum(0)
-    e_pd = np.sum(np.conj(maps) * ifft2c(n_pd), axis=0) + cnoise((k_moco - 1, n_ro, n_pe)).sum(0)
+    e_ir = reduce(ifft2c(n_ir), maps)[0] + cnoise((k_moco - 1, n_ro, n_pe)).sum(0)
+    e_pd = reduce(ifft2c(n_pd), maps)[0] + cnoise((k_moco - 1, n_ro, n_pe)).sum(0)
     moco_ir = root_k * ir_clean + e_ir / root_k
     moco_pd = root_k * pd_clean + e_pd / root_k
     target_clean = psirnet_head(root_k * ir_clean, root_k * pd_clean)
