@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench_data import median_time, multicoil  # noqa: E402
-
 from cmrecon.coils.maps import espirit, inati, lowres_images_from_acs, walsh  # noqa: E402
+
+from _bench_data import median_time, multicoil  # noqa: E402
 
 
 def _write_cfl(base: Path, arr: np.ndarray) -> None:
@@ -53,7 +53,7 @@ def main() -> None:
         for name, cmd in (("bart ecalib -m1 -k6 -r24", ["ecalib", "-m1", "-k6", "-r24", "-t0.02",
                                                          "-c0.95"]),
                           ("bart caldir 24", ["caldir", "24"])):
-            t, _ = median_time(lambda: subprocess.run(["bart", *cmd, str(tmp / "k"),
+            t, _ = median_time(lambda cmd=cmd: subprocess.run(["bart", *cmd, str(tmp / "k"),
                                                        str(tmp / "m")], check=True,
                                                       capture_output=True), args.runs)
             rows.append((name, t))

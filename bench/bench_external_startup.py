@@ -41,10 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from gadgetron_harness import play_gadgetron  # noqa: E402
-
 from cmrecon.chain.definition import chains_dir  # noqa: E402
 from cmrecon.io.mrdfile import iter_items, read_header_xml  # noqa: E402
+
+from gadgetron_harness import play_gadgetron  # noqa: E402
 
 STREAM = ROOT / "tests" / "data" / "sim_lge_r2_embedded.h5"
 

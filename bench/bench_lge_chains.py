@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     import re
     import time
 
+    import ismrmrd
     import numpy as np
 
     from cmrecon.chain.definition import resolve
     from cmrecon.chain.registry import StepContext, get_step
-    import ismrmrd
-    from cmrecon.sim.lge import LgeParams, simulate_lge
     from cmrecon.runtime import Settings, configure
+    from cmrecon.sim.lge import LgeParams, simulate_lge
 
     configure(Settings.build())  # as cmrecon's process entry does
 
@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulated 1 slice, 16 repeats, {args.coils} coils, {matrix[0]}x{matrix[1]}, R=2 in "
           f"{time.perf_counter() - t0:.1f} s (CMRECON_BLAS_THREADS="
           f"{os.environ.get('CMRECON_BLAS_THREADS', 'unset: 1')})", file=sys.stderr)
-    header = case.header_xml.encode()
 
     def keep_repeats(n: int):
         """Items with only the first n repeats (average < n); header limits rewritten."""

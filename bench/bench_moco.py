@@ -65,7 +65,6 @@ from cmrecon.recon import moco as mc
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.signal import SequenceTiming, analytic_shot_signals, sample_tissue_params
 
-
 # ----------------------------------------------------------------------------- synthetic data
 
 

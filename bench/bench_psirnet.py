@@ -71,7 +71,7 @@ def bench_shipped(args) -> list[str]:
     rows = ["| model | device | matrix × coils | batch | median s/call | ms/slice | slices/s |",
             "|---|---|---|---|---|---|---|"]
     for b in (1, args.batch):
-        ts = timed(lambda: infer_slices(entry, inputs[:b], batch_size=b), args.runs)
+        ts = timed(lambda b=b: infer_slices(entry, inputs[:b], batch_size=b), args.runs)
         med = statistics.median(ts)
         rows.append(f"| {args.weights} | CPU ({torch.get_num_threads()} thr) | "
                     f"{args.matrix[0]}×{args.matrix[1]} × {args.coils} | {b} | {med:.3f} | "
@@ -103,7 +103,7 @@ def bench_published(args) -> list[str]:
             ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if prec == "bf16"
                    else torch.autocast("cuda", enabled=False))
 
-            def run():
+            def run(ctx=ctx, k=k, mask=mask, maps=maps):
                 with torch.inference_mode(), ctx:
                     model(k, 0.5 * k, mask, maps)
                 torch.cuda.synchronize()
@@ -137,7 +137,7 @@ def bench_e2e(args) -> list[str]:
     try:
         for chain in ("psirnet_lge", "psir_moco"):
             ts = []
-            for r in range(args.e2e_runs + 1):
+            for _ in range(args.e2e_runs + 1):
                 t = time.perf_counter()
                 res = replay_remote(path, "127.0.0.1", srv.port, chain_name=chain)
                 ts.append((time.perf_counter() - t) / p.slices)

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench_data import median_time, multicoil  # noqa: E402
-
 from cmrecon.coils.maps import inati, lowres_images_from_acs  # noqa: E402
 from cmrecon.recon.fft import ifft2c  # noqa: E402
 from cmrecon.recon.grappa import grappa_fill, grappa_weights  # noqa: E402
 from cmrecon.recon.moco import fourier_shift, moco_average  # noqa: E402
 from cmrecon.recon.psir import psir  # noqa: E402
 from cmrecon.recon.sense import coil_combine, sense  # noqa: E402
+
+from _bench_data import median_time, multicoil  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +63,7 @@ def main() -> None:
         irs = np.array([fourier_shift(ir, s) + noise() for s in shifts])
         pds = np.array([fourier_shift(pd, s) + noise() for s in shifts])
         for tr in ("translation", "rigid", "nonrigid"):
-            t, _ = median_time(lambda: moco_average(irs, pds, transform=tr), args.runs)
+            t, _ = median_time(lambda irs=irs, pds=pds, tr=tr: moco_average(irs, pds, transform=tr), args.runs)
             rows.append((f"MOCO {tr}, {n} repeats", t))
     print(f"per-slice timings, {nc} coils, {shape[0]}x{shape[1]}, R={R}, median of {args.runs}")
     print(f"{'step':34s} {'time [ms]':>10s}")

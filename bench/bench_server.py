@@ -48,13 +48,16 @@ def header_xml(slices: int) -> str:
 
 def readouts(slices: int, rng: np.random.Generator) -> list[ismrmrd.Acquisition]:
     out = []
-    for k in range(64):
-        a = ismrmrd.Acquisition.from_array((rng.normal(size=(COILS, SAMPLES)) + 1j * rng.normal(size=(COILS, SAMPLES))).astype(np.complex64))
+    def noise() -> np.ndarray:
+        return (rng.normal(size=(COILS, SAMPLES)) + 1j * rng.normal(size=(COILS, SAMPLES))).astype(np.complex64)
+
+    for _ in range(64):
+        a = ismrmrd.Acquisition.from_array(noise())
         a.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
         out.append(a)
     for s in range(slices):
         for line in range(LINES):
-            a = ismrmrd.Acquisition.from_array((rng.normal(size=(COILS, SAMPLES)) + 1j * rng.normal(size=(COILS, SAMPLES))).astype(np.complex64))
+            a = ismrmrd.Acquisition.from_array(noise())
             a.idx.kspace_encode_step_1, a.idx.slice, a.center_sample = line, s, SAMPLES // 2
             if line == LINES - 1:
                 a.set_flag(ismrmrd.ACQ_LAST_IN_SLICE)

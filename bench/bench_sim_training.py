@@ -1,6 +1,6 @@
 """Throughput of cmrecon.sim.training.make_sample (samples per minute), 1..N worker processes.
 
-    python bench/bench_sim_training.py --workers 2 --samples 40
+python bench/bench_sim_training.py --workers 2 --samples 40
 """
 
 import argparse

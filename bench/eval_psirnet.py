@@ -28,8 +28,15 @@ import numpy as np
 import torch
 
 from cmrecon.chain.definition import resolve, with_step_params
-from cmrecon.evaluate import (METRICS, EvalTable, SliceScore, psir_ratio_images, save_target_panel,
-                              score_slice, with_float_ratio)
+from cmrecon.evaluate import (
+    METRICS,
+    EvalTable,
+    SliceScore,
+    psir_ratio_images,
+    save_target_panel,
+    score_slice,
+    with_float_ratio,
+)
 from cmrecon.metrics import nrmse, psnr, ssim
 from cmrecon.sim.lge import LgeParams, simulate_lge
 
@@ -124,7 +131,7 @@ def main() -> int:
           "|---|---|---|---|---|---|"]
     for cname in ("psir_classic", "psirnet_lge"):
         rows = [r for r in vs_moco if r["chain"] == cname]
-        cell = lambda k, f: f"{np.mean([r[k] for r in rows]):{f}} ± {np.std([r[k] for r in rows], ddof=1):{f}}"  # noqa: E731
+        cell = lambda k, f, rows=rows: f"{np.mean([r[k] for r in rows]):{f}} ± {np.std([r[k] for r in rows], ddof=1):{f}}"  # noqa: E731
         md.append(f"| {cname} | {len(rows)} | {cell('ssim', '.4f')} | {cell('psnr', '.2f')} | "
                   f"{cell('nrmse', '.4f')} | {cell('nrmse_body', '.4f')} |")
     summ = table.summary()

@@ -17,8 +17,8 @@ Griswold MA et al. MRM 2002;47:1202 (GRAPPA). Inati SJ et al. ISMRM 2014; Walsh 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import ismrmrd
@@ -30,13 +30,13 @@ from cmrecon.errors import StepError
 from cmrecon.io.acquisitions import is_non_imaging
 from cmrecon.io.header import encoding_info
 from cmrecon.io.images import auto_window, make_image
-from cmrecon.products.lge import (AveragedImages, CoilMaps, IrPdKspace, MappedKspace, PsirImages,
-                                  RepeatImages, SliceInfo)
+from cmrecon.products.lge import AveragedImages, CoilMaps, IrPdKspace, MappedKspace, PsirImages, RepeatImages, SliceInfo
 from cmrecon.recon.buffer import IrPdBuffer, Readout
-from cmrecon.recon.moco import (DEFAULT_ROI_FRACTION, choose_repeat, key_frame,
-                                moco_average as moco_average_images, plain_average)
+from cmrecon.recon.moco import DEFAULT_ROI_FRACTION, choose_repeat, key_frame, plain_average
+from cmrecon.recon.moco import moco_average as moco_average_images
 from cmrecon.recon.psir import psir as psir_fn
-from cmrecon.recon.unfold import calibration_block, estimate_maps, unfold as unfold_images
+from cmrecon.recon.unfold import calibration_block, estimate_maps
+from cmrecon.recon.unfold import unfold as unfold_images
 
 
 @contextmanager

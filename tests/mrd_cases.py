@@ -54,7 +54,7 @@ def make_case(seed: int = 0, nx: int = 32, ny: int = 32, coils: int = 4, slices:
     chol = np.linalg.cholesky(cov)
     items: list = []
     whiten = np.linalg.inv(chol)
-    for k in range(noise_readouts):  # noise scan
+    for _ in range(noise_readouts):  # noise scan
         acq = ismrmrd.Acquisition.from_array(
             (chol @ (rng.normal(size=(coils, nx_enc)) + 1j * rng.normal(size=(coils, nx_enc))) / np.sqrt(2)
              ).astype(np.complex64))

@@ -70,6 +70,7 @@ def test_sigterm_stops_the_server_cleanly():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stderr.close()
 
 
 def test_query_answers_health_and_fails_clearly_without_a_server(server):

@@ -1,5 +1,6 @@
 """The container files, as far as they can be checked without a Docker engine (none runs here):
-the build context holds every file the images copy, and the entrypoints work in a venv."""
+the build context holds every file the images copy, and the entrypoints work in a venv.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def test_the_server_entrypoint_serves_from_a_venv_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stderr.close()
 
 
 def test_the_gadgetron_entrypoint_is_valid_bash():

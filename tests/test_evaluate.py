@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from paths import DATA
 
 from cmrecon.evaluate import score_slice
 from cmrecon.recon.moco import fourier_shift
 from cmrecon.sim.truth import SimTruth
+
+from paths import DATA
 
 
 def test_a_shifted_perfect_psir_scores_badly_in_frame_and_perfectly_registered():

@@ -1,6 +1,7 @@
 """Our chains as Gadgetron external Python gadgets, driven by a harness playing Gadgetron's side
 (tests/gadgetron_harness.py): every shipped chain XML as a real Gadgetron would run it, errors,
-the stock client's time limit, and no process left behind when Gadgetron goes away."""
+the stock client's time limit, and no process left behind when Gadgetron goes away.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 import pytest
-from gadgetron_harness import GadgetronRefused, play_gadgetron
-from paths import DATA, TESTS
 
 from cmrecon.chain.definition import chains_dir, list_chains, resolve
 from cmrecon.chain.runner import run_file
 from cmrecon.gadgetron_external import EXIT_CONNECTION_LOST
 from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml
+
+from gadgetron_harness import GadgetronRefused, play_gadgetron
+from paths import DATA, TESTS
 
 pytest.importorskip("gadgetron", reason="the optional `gadgetron` package is not installed")
 
@@ -116,7 +118,7 @@ def test_a_header_with_another_schema_version_is_refused_as_gadgetron_does():
 def test_unknown_target_is_not_importable():
     import cmrecon_gadgets
     with pytest.raises(AttributeError, match="no step 'system'"):
-        getattr(cmrecon_gadgets, "system")
+        _ = cmrecon_gadgets.system
     assert callable(cmrecon_gadgets.fft_rss)
 
 
@@ -189,6 +191,7 @@ def test_a_connection_closed_mid_stream_ends_the_external_at_once():
         assert time.monotonic() - t0 < 1.0
         assert rc == EXIT_CONNECTION_LOST
     finally:
+        listener.close()
         if child.poll() is None:
             child.kill()
             child.wait()

@@ -111,7 +111,8 @@ def apply_torch_threads() -> int:
 
 def data_dir(env: str, package: str) -> Path:
     """A data folder: ``$env`` when set, else the installed data package ``package`` (the
-    repository's folder in a checkout or an editable install, found through importlib.resources)."""
+    repository's folder in a checkout or an editable install, found through importlib.resources).
+    """
     value = os.environ.get(env)
     if value:
         return Path(value)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ismrmrd
 import pytest
-from paths import DATA
 
 from cmrecon.chain.definition import chains_dir, list_chains, load_file, load_xml, load_yaml, resolve, to_xml
 from cmrecon.chain.registry import get_step, known_steps
 from cmrecon.errors import ChainError
+
+from paths import DATA
 
 
 def test_every_shipped_chain_loads_and_its_xml_twin_matches():
@@ -164,7 +165,8 @@ def test_with_step_params_sets_one_steps_parameters_and_names_a_missing_step():
 
 def test_running_a_chain_leaves_the_callers_readouts_untouched():
     """noise_prewhiten used to whiten the given acquisitions in place: a second run over the
-    same in-memory items then reconstructed already-whitened data."""
+    same in-memory items then reconstructed already-whitened data.
+    """
     import copy
 
     from cmrecon.chain.runner import run_chain
@@ -180,7 +182,6 @@ def test_running_a_chain_leaves_the_callers_readouts_untouched():
 
 def test_a_non_finite_readout_is_refused_naming_it_not_blamed_on_a_step():
     """One NaN sample used to give an all-NaN fft_rss image without a word."""
-
     import numpy as np
 
     from cmrecon.chain.runner import run_chain

@@ -1,16 +1,18 @@
 """psir_classic / psir_moco end to end: recorded streams vs truth, MOCO vs single shot, our
-server vs in-process byte for byte, and the grouped Gadgetron external vs in-process."""
+server vs in-process byte for byte, and the grouped Gadgetron external vs in-process.
+"""
 
 from __future__ import annotations
 
 import ismrmrd
 import numpy as np
 import pytest
-from paths import DATA
 
 from cmrecon.chain.definition import resolve, to_xml
 from cmrecon.metrics import nrmse
 from cmrecon.server.client import replay_in_process, replay_remote
+
+from paths import DATA
 
 # Named thresholds: heart-region NRMSE of each LGE chain's PSIR ((REAL − 4096)/1000) against the
 # noise-free MOCO target in the key repeat's frame, for every recorded layout (64×48, 8 coils;

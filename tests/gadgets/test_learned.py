@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from paths import DATA, ROOT
 
 from cmrecon.chain.definition import load_file, resolve, with_step_params
 from cmrecon.errors import StepError
@@ -17,6 +16,8 @@ from cmrecon.models import serving as inf
 from cmrecon.models.psirnet import PSIRNet
 from cmrecon.models.weights import ChecksumMismatchError, WeightsError, save_checkpoint
 from cmrecon.products.lge import MappedKspace, PsirImages
+
+from paths import DATA, ROOT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -169,7 +170,8 @@ def test_out_of_range_input_is_a_clear_step_error(full_slice):
 def test_calibration_only_rows_are_filled_from_the_chosen_heartbeats_own_acs():
     """Embedded ACS lines off the R grid are kept per heartbeat; the input gets the chosen
     repeat's own (the network was trained on whole shots, ACS included), not the mean over
-    repeats that moved differently."""
+    repeats that moved differently.
+    """
     mk = _mapped("r2_embedded")
     sl, cal = mk.kspace, mk.kspace.calibration
     extra = [r for r in cal.rows if not sl.mask_pe[r]]
@@ -197,7 +199,8 @@ def test_step_refuses_a_matrix_too_small_for_the_unet(tiny_ckpt, full_slice):
 
 def test_an_input_the_model_was_not_trained_for_gets_the_classical_psir_and_says_so(tiny_ckpt):
     """R = 4 (the shipped weights know R 1-3): the classical PSIR of the key-frame repeat, the
-    reason in the log and in every image's meta; never a silently broken image."""
+    reason in the log and in every image's meta; never a silently broken image.
+    """
     import ismrmrd
 
     from cmrecon.chain.runner import run_chain
@@ -238,7 +241,7 @@ class _FakeOomModel(torch.nn.Module):
 def _fake_inputs(n: int) -> list:
     rng = np.random.default_rng(0)
     out = []
-    for i in range(n):
+    for _ in range(n):
         k = (rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16))).astype(np.complex64)
         out.append(adapter.SliceInput(k, k, np.ones((1, 16, 16), bool), np.ones_like(k) / np.sqrt(2), 0))
     return out
@@ -307,7 +310,8 @@ def test_replay_recorded_stream_with_shipped_weights():
 
 def test_the_pd_series_is_the_pd_heartbeat_dark_air_bright_tissue():
     """The PD series shows the reconstructed PD heartbeat (the network's PD had stripes in air
-    brighter than tissue); compared with the noise-free truth |PD| in the body."""
+    brighter than tissue); compared with the noise-free truth |PD| in the body.
+    """
     import ismrmrd
 
     from cmrecon.chain.runner import run_chain
@@ -329,7 +333,8 @@ def test_the_pd_series_is_the_pd_heartbeat_dark_air_bright_tissue():
 
 def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refused_unpinned(tmp_path):
     """`weights: /path/PSIRNet.pt` (TorchScript detected, preset, digest pinned) and
-    `cmrecon weights import` give exactly the PSIR of the same weights as our checkpoint."""
+    `cmrecon weights import` give exactly the PSIR of the same weights as our checkpoint.
+    """
     import torch
 
     from cmrecon.cli import main

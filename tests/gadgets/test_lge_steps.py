@@ -6,7 +6,6 @@ import ismrmrd
 import numpy as np
 import pytest
 from cmrecon_gadgets.lge_steps import UnfoldParams, unfold_cropped
-from lge_helpers import run_steps, slices
 from scipy.ndimage import binary_erosion
 
 from cmrecon.chain.registry import StepContext, get_step
@@ -17,6 +16,8 @@ from cmrecon.recon.moco import fourier_shift
 from cmrecon.recon.psir import psir as psir_fn
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.lge import LgeParams, simulate_lge
+
+from lge_helpers import run_steps, slices
 
 TINY = dict(matrix=(64, 48), coils=8, noise_readouts=16)
 

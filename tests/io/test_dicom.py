@@ -7,16 +7,15 @@ import subprocess
 
 import ismrmrd
 import numpy as np
+import pydicom
 import pytest
 
-pydicom = pytest.importorskip("pydicom")
+from cmrecon.chain.definition import resolve
+from cmrecon.cli import main
+from cmrecon.evaluate import psir_ratio_images, with_float_ratio
+from cmrecon.io.mrdfile import iter_items, read_header_xml
 
 from paths import DATA
-
-from cmrecon.chain.definition import resolve  # noqa: E402
-from cmrecon.cli import main  # noqa: E402
-from cmrecon.evaluate import psir_ratio_images, with_float_ratio  # noqa: E402
-from cmrecon.io.mrdfile import iter_items, read_header_xml  # noqa: E402
 
 H5 = DATA / "sim_lge_r2_embedded.h5"
 

@@ -4,9 +4,17 @@ import pytest
 import torch
 
 from cmrecon.models.psirnet import PSIRNet
-from cmrecon.models.weights import (ChecksumMismatchError, WeightsError, copy_torchscript_state,
-                                    file_sha256, load_checkpoint, load_published,
-                                    load_torchscript, save_checkpoint, sidecar_path)
+from cmrecon.models.weights import (
+    ChecksumMismatchError,
+    WeightsError,
+    copy_torchscript_state,
+    file_sha256,
+    load_checkpoint,
+    load_published,
+    load_torchscript,
+    save_checkpoint,
+    sidecar_path,
+)
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")

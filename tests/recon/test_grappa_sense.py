@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from recon_phantoms import add_noise, combine, ifft2c, multicoil_case
 
 from cmrecon.metrics import nrmse
 from cmrecon.recon.fft import fft2c
 from cmrecon.recon.grappa import grappa_fill, grappa_weights, lattice_offset
 from cmrecon.recon.sense import cg_sense, coil_combine, expand, masked, reduce, sense, sense_unfold
+
+from recon_phantoms import add_noise, combine, ifft2c, multicoil_case
 
 SHAPE = (64, 48)
 

@@ -2,14 +2,27 @@
 
 import numpy as np
 import pytest
-from recon_phantoms import phantom
 
 from cmrecon.errors import StepError
 from cmrecon.metrics import nrmse
-from cmrecon.recon.moco import (RigidTransform, estimate_translation, fourier_shift,
-                                moco_average, plain_average, register_demons, register_repeat,
-                                register_rigid, register_translation, roi_window,
-                                select_key_frame, select_repeats, two_layer_warp, warp)
+from cmrecon.recon.moco import (
+    RigidTransform,
+    estimate_translation,
+    fourier_shift,
+    moco_average,
+    plain_average,
+    register_demons,
+    register_repeat,
+    register_rigid,
+    register_translation,
+    roi_window,
+    select_key_frame,
+    select_repeats,
+    two_layer_warp,
+    warp,
+)
+
+from recon_phantoms import phantom
 
 SHAPE = (96, 80)
 
@@ -181,7 +194,8 @@ def _repeat(heart, wall, d, frac=0.3, scale=20.0):
 
 def test_weighted_translation_unbiased_where_windowing_both_is_not():
     """Window on the key frame only: error <= 0.1 px at SNR 20; the same window on both
-    images biases the estimate toward 0 (the window's own autocorrelation peak)."""
+    images biases the estimate toward 0 (the window's own autocorrelation peak).
+    """
     heart, wall = _layers()
     rng = np.random.default_rng(10)
     d = (2.6, -1.3)

@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-from recon_phantoms import fft2c, grid, phantom, smooth_ellipse
 from scipy.ndimage import binary_erosion
 
 from cmrecon.metrics import nrmse
 from cmrecon.recon.partial_fourier import partial_fourier
 from cmrecon.recon.psir import background_phase, psir, scc_inverse, to_gadgetron_units
 from cmrecon.recon.psir_head import psirnet_head, surface_coil_correction_map
+
+from recon_phantoms import fft2c, grid, phantom, smooth_ellipse
 
 # ----------------------------------------------------------------------------- partial Fourier
 

@@ -12,11 +12,12 @@ import h5py
 import ismrmrd
 import numpy as np
 import pytest
-from mrd_cases import write_case
 
 from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml, write_dataset
 from cmrecon.server.client import ReplayError, replay_in_process, replay_remote
+
+from mrd_cases import write_case
 
 
 def _talk(port: int, payload: bytes, read: bool = True) -> tuple[list[str], list[object], bool]:

@@ -224,7 +224,8 @@ def test_key_repeat_is_the_medoid_of_the_displacements():
 def test_breathing_dwells_at_end_expiration_unless_two_sided(model, near_min, near_max):
     """cos⁶ breathing: P(|d| < 0.2·a) = P(cos⁶(πu) < 0.2) = 1 − 2·acos(0.2^⅙)/π = 0.555, times
     0.92 (no deep breath) = 0.51, blurred by the 0.05·a / 0.1·a jitter (512 draws: ±0.05);
-    two-sided: |N(1, 0.53)| < 0.2 has p ≈ 0.07."""
+    two-sided: |N(1, 0.53)| < 0.2 has p ≈ 0.07.
+    """
     p = replace(BASE, repeats=64, resp_amplitude_mm=10.0, breathing=model)
     rng = np.random.default_rng(3)
     d = np.concatenate([breathing_motion(rng, p.repeats, p.resp_amplitude_mm, model)[:, 0] for _ in range(8)])   # (512, 2) mm

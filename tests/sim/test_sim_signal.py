@@ -5,8 +5,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cmrecon.sim.signal import (TISSUES, SequenceTiming, analytic_null_ti_ms, analytic_shot_signals,
-                                hard_pulse_shot_signals, null_ti_ms, sample_tissue_params)
+from cmrecon.sim.signal import (
+    TISSUES,
+    SequenceTiming,
+    analytic_null_ti_ms,
+    analytic_shot_signals,
+    hard_pulse_shot_signals,
+    null_ti_ms,
+    sample_tissue_params,
+)
 
 # docs/physics.md §2 anchor protocol: α 45°/8°, 80 lines, TR 2.8 ms, TI 300 ms, RR 1000 ms
 ANCHOR = SequenceTiming(rr_ms=1000.0, ti_ms=300.0, tr_ms=2.8, n_lines=80, centre_index=40,

@@ -128,7 +128,6 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
     """
     from cmrecon.models.shipped import resolve_weights
     from cmrecon.models.weights import is_torchscript, load_checkpoint, load_published_verified
-
     from cmrecon.runtime import apply_torch_threads
     apply_torch_threads()   # the process's torch thread policy, once, now that torch is in use
     dev = resolve_device(device)

@@ -15,8 +15,7 @@ from pathlib import Path
 def _run_import(args: argparse.Namespace) -> int:
     import torch
 
-    from cmrecon.models.weights import (WeightsError, is_torchscript, load_published_verified,
-                                        save_checkpoint)
+    from cmrecon.models.weights import WeightsError, is_torchscript, load_published_verified, save_checkpoint
     src = Path(args.input)
     if not is_torchscript(src):
         raise WeightsError(f"{src} is not a TorchScript archive")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from cmrecon.chain.registry import load_steps
-from cmrecon.io.protocol import Limits, MessageReader, MessageWriter, Text, Close
+from cmrecon.io.protocol import Close, Limits, MessageReader, MessageWriter, Text
 from cmrecon.server.session import Session
 
 log = logging.getLogger("cmrecon.server")
