@@ -7,6 +7,7 @@ as one clear line on stderr (no traceback for expected errors).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -21,8 +22,13 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CmreconError(f"--port {args.port} is not a TCP port (0-65535)")
     try:
+        from cmrecon.chain.limits import SessionLimits
+        limits = SessionLimits(max_matrix=args.max_matrix, max_partitions=args.max_partitions,
+                               max_coils=args.max_coils, max_slices=args.max_slices,
+                               max_counter=args.max_counter)
         server = MrdServer(args.host, args.port, Path(args.chains) if args.chains else None,
-                           max_connections=args.max_connections, idle_timeout_s=args.idle_timeout)
+                           max_connections=args.max_connections, idle_timeout_s=args.idle_timeout,
+                           session_limits=limits)
     except OSError as exc:
         raise CmreconError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     logging.getLogger("cmrecon").info("cmrecon %s serving on %s:%d", __version__, args.host, server.port)
@@ -167,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", help="directory of chain files (default: the repository's chains/)")
     p.add_argument("--max-connections", type=int, default=32)
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds a silent client is kept")
+    from cmrecon.chain.limits import SessionLimits
+    for f in dataclasses.fields(SessionLimits):   # what one session's header and readouts may claim
+        p.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default,
+                       help=f"{f.metadata['doc']} a session may claim (default {f.default})")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("replay", help="stream a raw ISMRMRD file through a chain; write the images")

@@ -14,6 +14,7 @@ import ismrmrd
 import numpy as np
 
 from cmrecon.chain.definition import Chain
+from cmrecon.chain.limits import SessionLimits, header_counts, within_limits
 from cmrecon.chain.registry import Item, StepContext, get_step
 from cmrecon.errors import CmreconError, InputError, ProtocolError, StepError
 
@@ -62,7 +63,7 @@ def finite_readouts(items: Iterable[Item]) -> Iterator[Item]:
 
 
 def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
-              log: logging.Logger | None = None) -> Iterator[Item]:
+              log: logging.Logger | None = None, limits: SessionLimits | None = None) -> Iterator[Item]:
     """Stream ``items`` through every step of ``chain``; yield what the last step emits.
 
     Parameters
@@ -70,6 +71,8 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
     chain : a loaded chain.
     header_xml : the ISMRMRD XML header as received (bytes, not re-serialised).
     items : acquisitions/waveforms/images in stream order (may be a lazy socket reader).
+    limits : what the header and readouts may claim (default :class:`SessionLimits`); checked
+        before the first step runs.
 
     Yields
     ------
@@ -77,12 +80,16 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
 
     Raises
     ------
+    InputError
+        A header or readout over ``limits``, or a non-finite sample.
     StepFailure
         A step raised; the message names it. A step emitting a non-MRD item at the chain's end
         is reported the same way.
     """
     ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"))
-    stream: Iterator[Item] = finite_readouts(items)
+    limits = limits or SessionLimits()
+    counts = header_counts(header_xml, limits)   # before any step allocates from the header
+    stream: Iterator[Item] = finite_readouts(within_limits(items, counts, limits))
     for step in chain.steps:
         spec = get_step(step.name)
         stream = _guard(step.name, spec.fn(stream, step.params, ctx))

@@ -19,6 +19,7 @@ import ismrmrd
 
 from cmrecon import __version__
 from cmrecon.chain.definition import Chain, load_xml, resolve
+from cmrecon.chain.limits import SessionLimits
 from cmrecon.chain.registry import known_steps
 from cmrecon.chain.runner import run_chain
 from cmrecon.errors import CmreconError, ProtocolError
@@ -66,10 +67,13 @@ class Session:
     reader, writer : message codec over the client's byte streams.
     chains_dir : where named chains resolve (default: the repository's ``chains/``).
     log : logger for this connection.
+    session_limits : what the header and readouts may claim (default ``SessionLimits()``).
     """
 
     def __init__(self, reader: P.MessageReader, writer: P.MessageWriter,
-                 chains_dir: Path | None = None, log: logging.Logger | None = None) -> None:
+                 chains_dir: Path | None = None, log: logging.Logger | None = None,
+                 session_limits: SessionLimits | None = None) -> None:
+        self.session_limits = session_limits
         self.reader = reader
         self.writer = writer
         self.chains_dir = chains_dir
@@ -145,7 +149,7 @@ class Session:
             if warning:  # our chains still run; the client learns why a Gadgetron would not
                 self.log.warning("%s", warning)
                 self._send(P.Text(f"WARNING {warning}"))
-            for item in run_chain(chain, header.xml, self._data(), self.log):
+            for item in run_chain(chain, header.xml, self._data(), self.log, self.session_limits):
                 self._send(item)
                 self.stats.items_out += 1
         except ClientClosed as exc:

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from cmrecon.chain.limits import SessionLimits
 from cmrecon.chain.registry import load_steps
 from cmrecon.io.protocol import Close, Limits, MessageReader, MessageWriter, Text
 from cmrecon.server.session import Session
@@ -48,7 +49,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 clog.info("connection from %s", self.client_address)
                 t0 = time.perf_counter()
                 stats = Session(MessageReader(rfile, srv.limits), MessageWriter(wfile),
-                                srv.chains_dir, clog).run()
+                                srv.chains_dir, clog, srv.session_limits).run()
                 clog.info("closed: chain '%s', %d items in, %d out, %.2f s%s", stats.chain,
                           stats.items_in, stats.items_out, time.perf_counter() - t0,
                           f", error: {stats.error}" if stats.error else "")
@@ -103,8 +104,9 @@ class MrdServer(socketserver.ThreadingTCPServer):
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  chains_dir: Path | None = None, limits: Limits | None = None,
                  max_connections: int = 32, idle_timeout_s: float = 300.0,
-                 drain_timeout_s: float = 5.0) -> None:
+                 drain_timeout_s: float = 5.0, session_limits: SessionLimits | None = None) -> None:
         load_steps()
+        self.session_limits = session_limits or SessionLimits()
         self.chains_dir = chains_dir
         self.limits = limits or Limits()
         self.max_connections = max_connections
