@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Iterator, List
 
 import numpy as np
-from cmrecon_gadgets.lge_steps import PsirParams, classical_psir, on_slice, unfold_cropped
 
 from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
@@ -29,6 +28,7 @@ from cmrecon.products.lge import MappedKspace, PsirImages, RepeatImages
 from cmrecon.recon.moco import choose_repeat
 from cmrecon.recon.psir import PsirResult
 from cmrecon.recon.psir import psir as psir_fn
+from cmrecon_gadgets.lge_steps import PsirParams, classical_psir, on_slice, unfold_cropped
 
 
 @dataclass(frozen=True)

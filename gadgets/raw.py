@@ -26,6 +26,11 @@ class PrewhitenParams:
         "choices": ("error", "identity")})
 
 
+#: noise samples kept for the covariance (24 noise readouts of 32 MiB once held 800 MB); 64 MiB is
+#: 128 coils × 65,536 complex samples, far more than a covariance estimate needs
+MAX_NOISE_BYTES = 64 * 2**20
+
+
 @register("noise_prewhiten", PrewhitenParams, consumes=ismrmrd.Acquisition)
 def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepContext) -> Iterator[Item]:
     """Estimate coil noise covariance from the noise scan and prewhiten every later readout.
@@ -35,6 +40,7 @@ def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepCon
     sqrt(imaging dwell / noise dwell) so that per-sample noise is unit variance.
     """
     noise: list[np.ndarray] = []
+    noise_bytes, noise_full = 0, False
     noise_dwell = None
     whitening = None
     decided = False
@@ -47,7 +53,15 @@ def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepCon
                 ctx.log.warning("noise_prewhiten: dropped a noise readout (scan_counter=%d) that "
                                 "arrived after imaging data", item.scan_counter)
                 continue
-            noise.append(np.asarray(item.data))
+            data = np.asarray(item.data)
+            if noise_bytes + data.nbytes > MAX_NOISE_BYTES:   # memory stays bounded
+                if not noise_full:
+                    ctx.log.warning("noise_prewhiten: noise scan over %d MiB; later noise readouts are "
+                                    "not used", MAX_NOISE_BYTES >> 20)
+                noise_full = True
+                continue
+            noise.append(data)
+            noise_bytes += data.nbytes
             noise_dwell = float(item.sample_time_us) or None
             continue
         if not decided:

@@ -10,7 +10,13 @@ class ProtocolError(CmreconError):
 
 
 class InputError(CmreconError):
-    """Data that no step should see: non-finite samples. Named by the readout, not by a step."""
+    """Data that no step should see: non-finite samples, claims over the session limits. Named by
+    the readout or header field, not by a step.
+    """
+
+
+class Cancelled(CmreconError):
+    """The session's client went away; the chain stopped at the next item boundary."""
 
 
 class ChainError(CmreconError):

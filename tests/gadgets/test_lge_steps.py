@@ -5,7 +5,6 @@ from __future__ import annotations
 import ismrmrd
 import numpy as np
 import pytest
-from cmrecon_gadgets.lge_steps import UnfoldParams, unfold_cropped
 from scipy.ndimage import binary_erosion
 
 from cmrecon.chain.registry import StepContext, get_step
@@ -16,6 +15,7 @@ from cmrecon.recon.moco import fourier_shift
 from cmrecon.recon.psir import psir as psir_fn
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.lge import LgeParams, simulate_lge
+from cmrecon_gadgets.lge_steps import UnfoldParams, unfold_cropped
 
 from lge_helpers import run_steps, slices
 

@@ -7,6 +7,7 @@ pulled through the chain one at a time, so an image leaves as soon as its slice 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -16,7 +17,7 @@ import numpy as np
 from cmrecon.chain.definition import Chain
 from cmrecon.chain.limits import SessionLimits, header_counts, within_limits
 from cmrecon.chain.registry import Item, StepContext, get_step
-from cmrecon.errors import CmreconError, InputError, ProtocolError, StepError
+from cmrecon.errors import Cancelled, CmreconError, InputError, ProtocolError, StepError
 
 MRD_OUTPUT_TYPES = (ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform)
 
@@ -30,11 +31,19 @@ class StepFailure(CmreconError):
         super().__init__(f"step '{step}' failed: {type(cause).__name__}: {cause}")
 
 
+def _until_cancelled(where: str, items: Iterable[Item], cancel: threading.Event | None) -> Iterator[Item]:
+    """Pass items on; raise :class:`Cancelled` at the first item after ``cancel`` is set."""
+    for item in items:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"the client is gone; the chain stopped after {where}")
+        yield item
+
+
 def _guard(name: str, stage: Iterator[Item]) -> Iterator[Item]:
     """Re-raise anything a stage raises as :class:`StepFailure` naming it (once, innermost wins)."""
     try:
         yield from stage
-    except (StepFailure, InputError, ProtocolError):   # the stream's own fault, not this step's
+    except (StepFailure, InputError, ProtocolError, Cancelled):   # not this step's fault
         raise
     except GeneratorExit:
         raise
@@ -63,7 +72,8 @@ def finite_readouts(items: Iterable[Item]) -> Iterator[Item]:
 
 
 def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
-              log: logging.Logger | None = None, limits: SessionLimits | None = None) -> Iterator[Item]:
+              log: logging.Logger | None = None, limits: SessionLimits | None = None,
+              cancel: threading.Event | None = None) -> Iterator[Item]:
     """Stream ``items`` through every step of ``chain``; yield what the last step emits.
 
     Parameters
@@ -73,6 +83,8 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
     items : acquisitions/waveforms/images in stream order (may be a lazy socket reader).
     limits : what the header and readouts may claim (default :class:`SessionLimits`); checked
         before the first step runs.
+    cancel : set when the client is gone: every step stops at its next item boundary (between
+        readouts, between slices) with :class:`Cancelled`.
 
     Yields
     ------
@@ -89,10 +101,10 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
     ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"))
     limits = limits or SessionLimits()
     counts = header_counts(header_xml, limits)   # before any step allocates from the header
-    stream: Iterator[Item] = finite_readouts(within_limits(items, counts, limits))
+    stream: Iterator[Item] = _until_cancelled("reading", finite_readouts(within_limits(items, counts, limits)), cancel)
     for step in chain.steps:
         spec = get_step(step.name)
-        stream = _guard(step.name, spec.fn(stream, step.params, ctx))
+        stream = _until_cancelled(f"step '{step.name}'", _guard(step.name, spec.fn(stream, step.params, ctx)), cancel)
     last = chain.steps[-1].name
     for item in stream:
         if not isinstance(item, MRD_OUTPUT_TYPES):

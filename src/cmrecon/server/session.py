@@ -22,13 +22,19 @@ from cmrecon.chain.definition import Chain, load_xml, resolve
 from cmrecon.chain.limits import SessionLimits
 from cmrecon.chain.registry import known_steps
 from cmrecon.chain.runner import run_chain
-from cmrecon.errors import CmreconError, ProtocolError
+from cmrecon.errors import Cancelled, CmreconError, ProtocolError
 from cmrecon.io import protocol as P
 from cmrecon.io.header import version_warning
 
 
 class ClientClosed(CmreconError):
     """The client sent CLOSE (or went away) before any data: a legal, empty session."""
+
+
+#: client TEXT messages kept per session (the rest are counted and logged, not kept)
+KEPT_TEXTS = 32
+#: characters kept of each
+KEPT_TEXT_CHARS = 4096
 
 
 @dataclass
@@ -39,7 +45,15 @@ class SessionStats:
     items_in: int = 0
     items_out: int = 0
     error: str = ""
-    texts_in: list[str] = field(default_factory=list)
+    texts_in: list[str] = field(default_factory=list)   # the first KEPT_TEXTS, each cut to KEPT_TEXT_CHARS
+    texts_count: int = 0
+
+    def add_text(self, text: str) -> None:
+        """Count a client TEXT; keep a bounded excerpt (300 × 1 MiB of TEXT once kept 300 MB)."""
+        self.texts_count += 1
+        if len(self.texts_in) < KEPT_TEXTS:
+            self.texts_in.append(text[:KEPT_TEXT_CHARS])
+
 
 
 def answer_query(text: str, chains_dir: Path | None) -> str:
@@ -68,12 +82,16 @@ class Session:
     chains_dir : where named chains resolve (default: the repository's ``chains/``).
     log : logger for this connection.
     session_limits : what the header and readouts may claim (default ``SessionLimits()``).
+    cancel : set by the server when the client's connection breaks; the chain stops at its next
+        item boundary.
     """
 
     def __init__(self, reader: P.MessageReader, writer: P.MessageWriter,
                  chains_dir: Path | None = None, log: logging.Logger | None = None,
-                 session_limits: SessionLimits | None = None) -> None:
+                 session_limits: SessionLimits | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.session_limits = session_limits
+        self.cancel = cancel
         self.reader = reader
         self.writer = writer
         self.chains_dir = chains_dir
@@ -96,7 +114,7 @@ class Session:
                 self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
                 continue
             if isinstance(msg, P.Text):
-                self.stats.texts_in.append(msg.text)
+                self.stats.add_text(msg.text)
                 self.log.info("client text: %s", msg.text[:200])
                 continue
             if isinstance(msg, P.Close):
@@ -122,7 +140,7 @@ class Session:
             if isinstance(msg, P.Query):
                 self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
             elif isinstance(msg, P.Text):
-                self.stats.texts_in.append(msg.text)
+                self.stats.add_text(msg.text)
                 self.log.info("client text: %s", msg.text[:200])
             elif isinstance(msg, P.Error):
                 raise ProtocolError(f"client reported an error: {msg.text}")
@@ -149,10 +167,11 @@ class Session:
             if warning:  # our chains still run; the client learns why a Gadgetron would not
                 self.log.warning("%s", warning)
                 self._send(P.Text(f"WARNING {warning}"))
-            for item in run_chain(chain, header.xml, self._data(), self.log, self.session_limits):
+            for item in run_chain(chain, header.xml, self._data(), self.log, self.session_limits,
+                                  self.cancel):
                 self._send(item)
                 self.stats.items_out += 1
-        except ClientClosed as exc:
+        except (ClientClosed, Cancelled) as exc:
             self.log.info("%s", exc)
         except CmreconError as exc:
             self._fail(str(exc))
