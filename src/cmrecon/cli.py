@@ -28,7 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
                                max_counter=args.max_counter)
         server = MrdServer(args.host, args.port, Path(args.chains) if args.chains else None,
                            max_connections=args.max_connections, idle_timeout_s=args.idle_timeout,
-                           session_limits=limits)
+                           session_limits=limits, session_timeout_s=args.session_timeout,
+                           min_rate_bps=args.min_rate)
     except OSError as exc:
         raise CmreconError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     logging.getLogger("cmrecon").info("cmrecon %s serving on %s:%d", __version__, args.host, server.port)
@@ -173,13 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", help="directory of chain files (default: the repository's chains/)")
     p.add_argument("--max-connections", type=int, default=32)
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds a silent client is kept")
+    p.add_argument("--session-timeout", type=float, default=3600.0,
+                   help="seconds one session may last (default 3600)")
+    p.add_argument("--min-rate", type=float, default=256.0,
+                   help="bytes/s a client must send while the server waits for it, judged after 30 s "
+                        "of waiting (default 256)")
     from cmrecon.chain.limits import SessionLimits
     for f in dataclasses.fields(SessionLimits):   # what one session's header and readouts may claim
         p.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default,
                        help=f"{f.metadata['doc']} a session may claim (default {f.default})")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("replay", help="stream a raw ISMRMRD file through a chain; write the images")
+    p = sub.add_parser("replay", help="stream a raw ISMRMRD file through a chain; write the images",
+                       description="Stream a raw ISMRMRD file through a chain; write the images. Each "
+                                   "output file is written whole or not at all. Exit 0 when images came "
+                                   "back (or, without -o/--png/--dicom, only acquisitions, as from "
+                                   "passthrough); 2 with one line on stderr when the input is unreadable, "
+                                   "corrupt or has no acquisitions, nothing came back, the chain failed, "
+                                   "or an output cannot be written (disk full, no permission).")
     p.add_argument("-i", "--input", required=True, help="raw ISMRMRD HDF5 dataset")
     p.add_argument("-c", "--chain", default="fft_rss", help="chain name (default fft_rss)")
     p.add_argument("-C", "--chain-file", help="send this chain XML inline (CONFIG_TEXT) instead")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from cmrecon.chain.limits import SessionLimits
 from cmrecon.chain.registry import load_steps
-from cmrecon.io.protocol import Close, Limits, MessageReader, MessageWriter, Text
-from cmrecon.server.session import Session
+from cmrecon.errors import ProtocolError
+from cmrecon.io.protocol import Close, Limits, MessageReader, MessageWriter, Query, Response, Text
+from cmrecon.server.session import Session, answer_query
 
 log = logging.getLogger("cmrecon.server")
 DEFAULT_PORT = 9002
@@ -38,13 +39,7 @@ class _Handler(socketserver.BaseRequestHandler):
         wfile = sock.makefile("wb")
         try:
             if not srv.slots.acquire(blocking=False):
-                clog.warning("refused %s: %d connections already open", self.client_address,
-                             srv.max_connections)
-                writer = MessageWriter(wfile)
-                writer.write(Text(f"ERR server busy: {srv.max_connections} connections already "
-                                  "open; try again later"))
-                writer.write(Close())
-                writer.flush()
+                _answer_when_busy(sock, rfile, MessageWriter(wfile), srv, clog, self.client_address)
                 return
             try:
                 clog.info("connection from %s", self.client_address)
@@ -53,7 +48,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 threading.Thread(target=_watch_peer, args=(sock, cancel, done), daemon=True,
                                  name=f"cmrecon-watch{conn_id}").start()
                 try:
-                    stats = Session(MessageReader(rfile, srv.limits), MessageWriter(wfile),
+                    paced = _PacedReader(rfile, srv.session_timeout_s, srv.min_rate_bps)
+                    stats = Session(MessageReader(paced, srv.limits), MessageWriter(wfile),
                                     srv.chains_dir, clog, srv.session_limits, cancel).run()
                 finally:
                     done.set()
@@ -72,6 +68,54 @@ class _Handler(socketserver.BaseRequestHandler):
                     f.close()
                 except OSError:
                     pass
+
+
+class _PacedReader:
+    """The client's byte stream, refused when a session runs too long or sends too slowly.
+
+    The idle timeout is per read, so a client sending one byte a second held a slot forever
+    (40 such clients locked every good client out). The rate counts only the time spent waiting
+    for the client, never the time the chain spends computing.
+    """
+
+    def __init__(self, raw, session_timeout_s: float, min_rate_bps: float, grace_s: float = 30.0) -> None:
+        self.raw, self.session_timeout_s, self.min_rate_bps = raw, session_timeout_s, min_rate_bps
+        self.grace_s = grace_s   # waiting time before the rate is judged
+        self.t0 = time.monotonic()
+        self.waited_s = 0.0
+        self.received = 0
+
+    def read(self, n: int) -> bytes:
+        """Read up to ``n`` bytes; :class:`ProtocolError` past the deadline or below the rate."""
+        t = time.monotonic()
+        if t - self.t0 > self.session_timeout_s:
+            raise ProtocolError(f"the session ran past its {self.session_timeout_s:g} s limit "
+                                "(cmrecon serve --session-timeout)")
+        if self.waited_s > self.grace_s and self.received < self.min_rate_bps * self.waited_s:
+            raise ProtocolError(f"the client sent {self.received} bytes in {self.waited_s:.0f} s, below "
+                                f"{self.min_rate_bps:g} bytes/s (cmrecon serve --min-rate)")
+        data = self.raw.read(n)
+        self.waited_s += time.monotonic() - t
+        self.received += len(data)
+        return data
+
+
+def _answer_when_busy(sock: socket.socket, rfile, writer: MessageWriter, srv: "MrdServer",
+                      clog: logging.Logger, address) -> None:
+    """Every slot is taken: answer a QUERY (a health check must work under load), else ERR busy."""
+    sock.settimeout(2.0)
+    try:
+        msg = MessageReader(rfile, srv.limits).read()
+    except (OSError, ProtocolError):
+        msg = None
+    if isinstance(msg, Query):
+        writer.write(Response(msg.correlation_id, answer_query(msg.text, srv.chains_dir)))
+    else:
+        clog.warning("refused %s: %d connections already open", address, srv.max_connections)
+        writer.write(Text(f"ERR server busy: {srv.max_connections} connections already open; "
+                          "try again later"))
+    writer.write(Close())
+    writer.flush()
 
 
 def _watch_peer(sock: socket.socket, cancel: threading.Event, done: threading.Event,
@@ -119,6 +163,9 @@ class MrdServer(socketserver.ThreadingTCPServer):
     chains_dir : where named chains resolve.
     max_connections : open sessions at once; more are told the server is busy.
     idle_timeout_s : a client silent this long is disconnected.
+    session_timeout_s : a session still reading after this long is ended with an error.
+    min_rate_bps : after 30 s spent waiting for the client, fewer bytes per second of waiting
+        than this ends the session (a client trickling bytes cannot hold a slot).
     """
 
     daemon_threads = True
@@ -128,8 +175,11 @@ class MrdServer(socketserver.ThreadingTCPServer):
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  chains_dir: Path | None = None, limits: Limits | None = None,
                  max_connections: int = 32, idle_timeout_s: float = 300.0,
-                 drain_timeout_s: float = 5.0, session_limits: SessionLimits | None = None) -> None:
+                 drain_timeout_s: float = 5.0, session_limits: SessionLimits | None = None,
+                 session_timeout_s: float = 3600.0, min_rate_bps: float = 256.0) -> None:
         load_steps()
+        self.session_timeout_s = session_timeout_s
+        self.min_rate_bps = min_rate_bps
         self.session_limits = session_limits or SessionLimits()
         self.chains_dir = chains_dir
         self.limits = limits or Limits()
