@@ -194,3 +194,16 @@ def test_a_non_finite_readout_is_refused_naming_it_not_blamed_on_a_step():
     with pytest.raises(InputError, match=rf"scan_counter={imaging[5].scan_counter} .* 1 non-finite "
                                          r"sample\(s\), the first in channel 2 at sample 7"):
         list(run_chain(resolve("fft_rss"), read_header_xml(h5), items))
+
+
+def test_a_submodule_must_define_the_step_and_odd_chain_names_are_refused_plainly():
+    xml = ('<configuration><version>2</version><stream><external><execute name="{m}" target="fft_rss" '
+           'type="python"/></external></stream></configuration>')
+    assert load_xml(xml.format(m="cmrecon_gadgets.cartesian")).steps[0].name == "fft_rss"
+    for module in ("cmrecon_gadgets.os.system", "cmrecon_gadgets.raw"):   # accepted, then ignored, before
+        with pytest.raises(ChainError, match=f"module '{module}' does not define step 'fft_rss'"):
+            load_xml(xml.format(m=module))
+    for name in ("a" * 1023, "psir\x00classic"):   # was OSError [Errno 36] / an internal error
+        with pytest.raises(ChainError, match="is not a plain name") as info:
+            resolve(name)
+        assert len(str(info.value)) < 400

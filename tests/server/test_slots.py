@@ -69,3 +69,23 @@ def test_a_health_query_is_answered_when_every_slot_is_taken():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_an_idle_client_is_told_about_the_idle_timeout_not_an_internal_error():
+    srv = MrdServer("127.0.0.1", 0, idle_timeout_s=0.5, drain_timeout_s=0.2)
+    srv.start_background()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            f = s.makefile("rwb")
+            w, r = P.MessageWriter(f), P.MessageReader(f)
+            w.write(P.ConfigFile("fft_rss.xml"))
+            w.flush()   # ...and then nothing
+            msgs = []
+            while (msg := r.read()) is not None and not isinstance(msg, P.Close):
+                msgs.append(msg)
+            f.close()
+        (err,) = msgs
+        assert "idle timeout (cmrecon serve --idle-timeout)" in err.text and "internal" not in err.text
+    finally:
+        srv.shutdown()
+        srv.server_close()

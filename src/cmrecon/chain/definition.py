@@ -231,6 +231,12 @@ def load_xml(text: str | bytes, name: str | None = None) -> Chain:
             raise ChainError(f"{where}: module '{module}' is not allowed; steps must come from {GADGET_MODULE}")
         if not target:
             raise ChainError(f"{where}: <execute> has no target")
+        if module != GADGET_MODULE:   # a submodule must be the one that defines the step
+            fn = get_step(target).fn if target != GROUP_TARGET else None
+            defined_in = getattr(getattr(fn, "__wrapped__", fn), "__module__", None)
+            if defined_in != module:
+                raise ChainError(f"{where}: module '{module}' does not define step '{target}'; name "
+                                 f"module '{GADGET_MODULE}'")
         group = (group_steps(el.find("configuration"), where) if target == GROUP_TARGET
                  else [(target, xml_properties(el.find("configuration"), where))])
         last = group[-1][0]
@@ -347,8 +353,10 @@ def resolve(name: str, directory: Path | None = None) -> Chain:
     """
     d = directory or chains_dir()
     clean = name.strip()
-    if not clean or "/" in clean or "\\" in clean or clean.startswith("."):
-        raise ChainError(f"chain name {name!r} is not a plain name; known chains: "
+    if (not clean or "/" in clean or "\\" in clean or clean.startswith(".") or len(clean) > 200
+            or not clean.isprintable()):
+        shown = repr(name[:80]) + ("…" if len(name) > 80 else "")
+        raise ChainError(f"chain name {shown} is not a plain name; known chains: "
                          f"{', '.join(list_chains(d)) or 'none'}")
     stem, suffix = os.path.splitext(clean)
     candidates = ([d / clean] if suffix in (".yaml", ".yml", ".xml")

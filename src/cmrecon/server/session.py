@@ -175,6 +175,11 @@ class Session:
             self.log.info("%s", exc)
         except CmreconError as exc:
             self._fail(str(exc))
+        except TimeoutError:
+            self._fail("the client sent nothing for longer than the server's idle timeout "
+                       "(cmrecon serve --idle-timeout)")
+        except ConnectionError as exc:   # reset or broken pipe: nobody is left to tell
+            self.log.info("connection lost: %s", exc)
         except Exception as exc:  # our own defect: the client still learns why
             self.log.exception("internal error")
             self._fail(f"internal server error: {type(exc).__name__}: {exc}")
