@@ -348,7 +348,7 @@ def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refuse
     reference = _psir_images(_chain(str(ours)), "r2_embedded")
     with pytest.raises(Exception, match="pin their sha256"):
         _psir_images(_chain(str(scripted), preset="cpu_small"), "r2_embedded")
-    with pytest.raises(Exception, match="expected 0{64}"):
+    with pytest.raises(Exception, match="expected_sha256 says 0{64}"):
         _psir_images(_chain(str(scripted), preset="cpu_small", weights_sha256="0" * 64), "r2_embedded")
     by_path = _psir_images(_chain(str(scripted), preset="cpu_small",
                                   weights_sha256=file_sha256(scripted)), "r2_embedded")

@@ -1,5 +1,7 @@
 """Tests of weights I/O: TorchScript state copy and our sha256-checked checkpoints."""
 
+import os
+
 import pytest
 import torch
 
@@ -135,3 +137,48 @@ def test_load_published_path_with_a_tiny_config(tmp_path):
     x = _inputs(seed=6)
     with torch.no_grad():
         torch.testing.assert_close(model(*x), source(*x), atol=1e-5, rtol=1e-5)
+
+
+def test_nothing_is_deserialised_before_the_digest_is_checked(tmp_path, monkeypatch):
+    """A mismatching or unpinned file of either format never reaches torch.load / torch.jit.load."""
+    from cmrecon.models import weights
+
+    torch.manual_seed(0)
+    model = PSIRNet(**TINY)
+    ours, scripted = tmp_path / "ours.pt", tmp_path / "scripted.pt"
+    save_checkpoint(ours, model, model.model_config(), {})
+    torch.jit.script(model.eval()).save(str(scripted))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("deserialised before its digest was checked")
+    monkeypatch.setattr(weights.torch, "load", refuse)
+    monkeypatch.setattr(weights, "load_published", refuse)
+    for path in (ours, scripted):
+        for load in (weights.load_verified, weights.load_checkpoint):
+            with pytest.raises(ChecksumMismatchError):
+                load(path, expected_sha256="0" * 64)
+    with pytest.raises(ChecksumMismatchError):
+        weights.load_published_verified(scripted, "0" * 64, preset="published")
+    with pytest.raises(WeightsError, match="pin their sha256"):
+        weights.load_verified(scripted)                    # no pin, no sidecar
+
+
+def test_the_checkpoint_loaded_is_the_file_that_was_hashed(tmp_path, monkeypatch):
+    """A file renamed over the checkpoint between the check and the read is not what loads."""
+    from cmrecon.models import weights
+
+    torch.manual_seed(1)
+    good, other = PSIRNet(**TINY), PSIRNet(**TINY)
+    path, swap = tmp_path / "good.pt", tmp_path / "other.pt"
+    save_checkpoint(path, good, good.model_config(), {})
+    save_checkpoint(swap, other, other.model_config(), {})
+    verify = weights._verify
+
+    def verify_then_swap(fh, p, expected):
+        digest = verify(fh, p, expected)
+        os.replace(swap, path)                             # the rename lands after the check
+        return digest
+    monkeypatch.setattr(weights, "_verify", verify_then_swap)
+    loaded = weights.load_verified(path)
+    for k, v in good.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k

@@ -7,8 +7,12 @@
   ``{"format", "model_class", "config", "metrics", "state_dict", "torch_version"}`` next to a
   sidecar ``<path>.sha256`` in ``sha256sum`` format (``<hex>  <file name>``). Loading verifies
   the digest and rebuilds the model from ``config``.
+* :func:`load_verified`: either format, told apart by its content, for the model cache.
 
-Nothing here downloads anything; paths are always given by the caller.
+Every loader opens the file once, hashes it and compares the digest (the caller's pin and the
+sidecar, whichever exist; refused when neither does) before anything is deserialised; our own
+format is then read from that same open file, so a file renamed over it after the check is not
+what gets loaded. Nothing here downloads anything; paths are always given by the caller.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import IO, Any, Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -27,8 +31,9 @@ from cmrecon.errors import CmreconError
 from cmrecon.models.psirnet import PSIRNet
 
 __all__ = ["CHECKPOINT_FORMAT", "ChecksumMismatchError", "LoadedCheckpoint", "WeightsError",
-           "copy_torchscript_state", "file_sha256", "load_checkpoint", "load_published",
-           "load_torchscript", "save_checkpoint", "sidecar_path"]
+           "copy_torchscript_state", "file_sha256", "is_torchscript", "load_checkpoint",
+           "load_published", "load_published_verified", "load_torchscript", "load_verified",
+           "save_checkpoint", "sidecar_path"]
 
 #: Format tag stored in every checkpoint this module writes.
 CHECKPOINT_FORMAT = "cmrecon.psirnet.checkpoint/1"
@@ -67,13 +72,19 @@ class LoadedCheckpoint:
     sha256: str = ""
 
 
+def _stream_sha256(fh: IO[bytes], chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of an open binary file from its start, read in chunks."""
+    digest = hashlib.sha256()
+    fh.seek(0)
+    for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_sha256(path: PathLike, chunk_bytes: int = 1 << 20) -> str:
     """Hex sha256 digest of a file, read in chunks (checkpoints can be GBs)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _stream_sha256(fh, chunk_bytes)
 
 
 def sidecar_path(path: PathLike) -> Path:
@@ -196,12 +207,49 @@ def load_published(path: PathLike, map_location: MapLocation = "cpu",
     return model
 
 
+def _verify(fh: IO[bytes], path: Path, expected_sha256: Optional[str]) -> str:
+    """The sha256 of open file ``fh`` (at ``path``) once it equals every digest there is.
+
+    The digests are ``expected_sha256`` (a registry's or the chain's pin) and the ``.sha256``
+    sidecar; without either the file is refused unread.
+
+    Raises
+    ------
+    WeightsError
+        No digest to check against, or a malformed sidecar.
+    ChecksumMismatchError
+        The file's sha256 differs from one of them.
+    """
+    expected = (expected_sha256 or "").lower() or None
+    recorded = _read_sidecar(path)
+    if expected is None and recorded is None:
+        raise WeightsError(f"cannot verify weights path={str(path)!r}: pin their sha256 "
+                           f"(psirnet_recon weights_sha256, expected_sha256) or write a "
+                           f"{sidecar_path(path).name!r} sidecar; nothing is loaded unverified")
+    actual = _stream_sha256(fh)
+    for source, want in (("expected_sha256", expected), ("sidecar", recorded)):
+        if want is not None and want != actual:
+            raise ChecksumMismatchError(
+                f"weights path={str(path)!r} have sha256 {actual}, but {source} says {want}")
+    return actual
+
+
+def _published_from(path: Path, digest: str, preset: str,
+                    map_location: MapLocation) -> LoadedCheckpoint:
+    """A verified TorchScript PSIRNet built with ``preset``."""
+    from cmrecon.models.psirnet import PRESETS
+    if preset not in PRESETS:
+        raise WeightsError(f"preset {preset!r} is unknown; known: {', '.join(sorted(PRESETS))}")
+    model = load_published(path, map_location=map_location, config=dict(PRESETS[preset]))
+    return LoadedCheckpoint(model=model, config=model.model_config(), metrics={}, sha256=digest)
+
+
 def load_published_verified(path: PathLike, expected_sha256: Optional[str], preset: str = "published",
                             map_location: MapLocation = "cpu") -> LoadedCheckpoint:
     """A TorchScript PSIRNet (the published file) loaded only after its digest is checked.
 
-    The digest is ``expected_sha256`` or, failing that, the ``.sha256`` sidecar; without either
-    the file is refused (nothing is deserialised before it is verified).
+    The digest must equal ``expected_sha256`` and the ``.sha256`` sidecar, whichever exist;
+    without either the file is refused (nothing is deserialised before it is verified).
 
     Raises
     ------
@@ -210,24 +258,16 @@ def load_published_verified(path: PathLike, expected_sha256: Optional[str], pres
     ChecksumMismatchError
         The file's sha256 differs.
     """
-    from cmrecon.models.psirnet import PRESETS
     path = _require_file(path)
-    if preset not in PRESETS:
-        raise WeightsError(f"preset {preset!r} is unknown; known: {', '.join(sorted(PRESETS))}")
-    expected = (expected_sha256 or "").lower() or _read_sidecar(path)
-    if not expected:
-        raise WeightsError(f"TorchScript weights {path.name}: pin their sha256 (psirnet_recon "
-                           f"weights_sha256, or a {sidecar_path(path).name} sidecar) before they are loaded")
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ChecksumMismatchError(f"TorchScript weights {path.name} have sha256 {actual}, "
-                                    f"expected {expected}")
-    model = load_published(path, map_location=map_location, config=dict(PRESETS[preset]))
-    return LoadedCheckpoint(model=model, config=model.model_config(), metrics={}, sha256=actual)
+    with open(path, "rb") as fh:
+        digest = _verify(fh, path, expected_sha256)
+    return _published_from(path, digest, preset, map_location)
 
 
-def is_torchscript(path: PathLike) -> bool:
-    """True when ``path`` is a TorchScript archive (a zip holding ``constants.pkl`` and ``code/``)."""
+def is_torchscript(path: Union[PathLike, IO[bytes]]) -> bool:
+    """True when ``path`` (a file name or an open binary file) is a TorchScript archive (a zip
+    holding ``constants.pkl`` and ``code/``; only the zip's directory is read).
+    """
     import zipfile
     try:
         with zipfile.ZipFile(path) as z:
@@ -310,12 +350,42 @@ def _read_sidecar(path: Path) -> Optional[str]:
     return fields[0].lower()
 
 
+def _checkpoint_from(fh: IO[bytes], path: Path, digest: str,
+                     map_location: MapLocation) -> LoadedCheckpoint:
+    """Our checkpoint format read from the verified open file ``fh`` (tensors only)."""
+    fh.seek(0)
+    payload = torch.load(fh, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise WeightsError(f"unsupported checkpoint format={fmt!r} in path={str(path)!r}; "
+                           f"expected {CHECKPOINT_FORMAT!r}")
+    from cmrecon.models.refine import PsirRefine
+    classes = {PSIRNet.__name__: PSIRNet, PsirRefine.__name__: PsirRefine}
+    cls = classes.get(payload.get("model_class"))
+    if cls is None:
+        raise WeightsError(f"checkpoint model_class={payload.get('model_class')!r} is not one of "
+                           f"{', '.join(classes)}: path={str(path)!r}")
+    config = dict(payload["config"])
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    model = model.to_empty(device=map_location if map_location is not None else "cpu")
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"checkpoint weights do not match its config in "
+                           f"path={str(path)!r}: {exc}") from exc
+    return LoadedCheckpoint(model=model.eval(), config=config,
+                            metrics=dict(payload.get("metrics", {})), sha256=digest)
+
+
 def load_checkpoint(path: PathLike, expected_sha256: Optional[str] = None,
                     map_location: MapLocation = "cpu") -> LoadedCheckpoint:
     """Verify and load a checkpoint written by :func:`save_checkpoint`.
 
     The file's sha256 must equal ``expected_sha256`` when given, and the sidecar's digest when
-    the sidecar exists; at least one of the two must be available.
+    the sidecar exists; at least one of the two must be available. The payload is then read
+    from the file that was hashed, with ``torch.load(weights_only=True)`` (tensors and plain
+    values only: no pickled code runs).
 
     Parameters
     ----------
@@ -340,34 +410,42 @@ def load_checkpoint(path: PathLike, expected_sha256: Optional[str] = None,
         checkpoint of this format.
     """
     path = _require_file(path)
-    actual = file_sha256(path)
-    recorded = _read_sidecar(path)
-    if expected_sha256 is None and recorded is None:
-        raise WeightsError(f"cannot verify checkpoint path={str(path)!r}: no sidecar "
-                           f"{sidecar_path(path).name!r} and no expected_sha256 given")
-    for source, want in (("expected_sha256", expected_sha256), ("sidecar", recorded)):
-        if want is not None and want.lower() != actual:
-            raise ChecksumMismatchError(
-                f"checkpoint path={str(path)!r} has sha256 {actual}, but {source} says {want}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise WeightsError(f"unsupported checkpoint format={fmt!r} in path={str(path)!r}; "
-                           f"expected {CHECKPOINT_FORMAT!r}")
-    from cmrecon.models.refine import PsirRefine
-    classes = {PSIRNet.__name__: PSIRNet, PsirRefine.__name__: PsirRefine}
-    cls = classes.get(payload.get("model_class"))
-    if cls is None:
-        raise WeightsError(f"checkpoint model_class={payload.get('model_class')!r} is not one of "
-                           f"{', '.join(classes)}: path={str(path)!r}")
-    config = dict(payload["config"])
-    with torch.device("meta"):
-        model = cls.from_config(config)
-    model = model.to_empty(device=map_location if map_location is not None else "cpu")
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"checkpoint weights do not match its config in "
-                           f"path={str(path)!r}: {exc}") from exc
-    return LoadedCheckpoint(model=model.eval(), config=config,
-                            metrics=dict(payload.get("metrics", {})), sha256=actual)
+    with open(path, "rb") as fh:
+        digest = _verify(fh, path, expected_sha256)
+        return _checkpoint_from(fh, path, digest, map_location)
+
+
+def load_verified(path: PathLike, expected_sha256: Optional[str] = None, preset: str = "published",
+                  map_location: MapLocation = "cpu") -> LoadedCheckpoint:
+    """Weights of either format, verified once before anything is deserialised.
+
+    The file is hashed and checked (:func:`load_checkpoint`'s rules), then told apart by its
+    content: a TorchScript archive (:func:`is_torchscript`) is built with ``preset``
+    (:func:`load_published_verified`), anything else must be our checkpoint format.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Weights file.
+    expected_sha256 : str, optional
+        Digest it must have (besides its sidecar's, when there is one).
+    preset : str
+        :data:`cmrecon.models.psirnet.PRESETS` name of a TorchScript file's architecture.
+    map_location : str, torch.device or None
+        Device of the rebuilt model.
+
+    Returns
+    -------
+    LoadedCheckpoint
+
+    Raises
+    ------
+    WeightsError, ChecksumMismatchError
+        As :func:`load_checkpoint`; an unknown preset for a TorchScript file.
+    """
+    path = _require_file(path)
+    with open(path, "rb") as fh:
+        digest = _verify(fh, path, expected_sha256)
+        if not is_torchscript(fh):
+            return _checkpoint_from(fh, path, digest, map_location)
+    return _published_from(path, digest, preset, map_location)
