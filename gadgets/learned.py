@@ -36,8 +36,9 @@ class PsirnetReconParams:
     """Parameters of ``psirnet_recon``."""
 
     weights: str = field(default="psirnet_cpu_small", metadata={
-        "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED) or a checkpoint path "
-               "with its .sha256 sidecar"})
+        "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED), or the path of a checkpoint "
+               "(with its .sha256 sidecar) or TorchScript file inside a weights folder (cmrecon "
+               "serve --weights-path, CMRECON_WEIGHTS_PATH); any other path is refused"})
     weights_sha256: str = field(default="", metadata={
         "doc": "sha256 the weights file must have (\"\" = the shipped registry's or the file's "
                ".sha256 sidecar); needed for a TorchScript file without a sidecar"})
@@ -165,8 +166,9 @@ class PsirRefineParams:
     """Parameters of ``psir_refine``."""
 
     weights: str = field(default="psir_refine_cpu", metadata={
-        "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED) or a PsirRefine checkpoint "
-               "path with its .sha256 sidecar"})
+        "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED) or the path of a PsirRefine "
+               "checkpoint (with its .sha256 sidecar) inside a weights folder (cmrecon serve "
+               "--weights-path, CMRECON_WEIGHTS_PATH); any other path is refused"})
     repeat: int = field(default=-1, metadata={
         "doc": "position of the repeat to refine; -1 = the key frame (as psir)"})
     roi_fraction: float = field(default=0.5, metadata={

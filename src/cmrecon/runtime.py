@@ -18,12 +18,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from cmrecon.errors import CmreconError
 
 BLAS_ENV = "CMRECON_BLAS_THREADS"
 TORCH_ENV = "CMRECON_TORCH_THREADS"
+WEIGHTS_PATH_ENV = "CMRECON_WEIGHTS_PATH"
 _lock = threading.Lock()
 _configured: "Settings | None" = None
 _torch_applied = False
@@ -43,6 +44,19 @@ def parse_threads(value: str | None, name: str = BLAS_ENV) -> int:
     return n
 
 
+def parse_folders(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Absolute folders from an ``os.pathsep``-separated string (or a sequence of them).
+
+    Empty entries are dropped (in ``PATH`` they would mean the working folder: here they mean
+    nothing); relative ones are made absolute now, so a later ``chdir`` moves nothing.
+    """
+    if value is None:
+        return ()
+    parts = value.split(os.pathsep) if isinstance(value, str) else \
+        [p for v in value for p in str(v).split(os.pathsep)]
+    return tuple(os.path.abspath(os.path.expanduser(p)) for p in parts if p.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one process runs with.
@@ -51,15 +65,20 @@ class Settings:
     ----------
     blas_threads : BLAS threads (0 = the libraries' default).
     torch_threads : torch intra-op threads (0 = torch's default).
+    weights_path : absolute folders whose files a chain may name as weights, besides the shipped
+        ones (:func:`cmrecon.models.shipped.resolve_chain_weights`); () = shipped weights only.
     """
 
     blas_threads: int = 1
     torch_threads: int = 1
+    weights_path: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, threads: int | None = None, environ: Mapping[str, str] | None = None) -> "Settings":
-        """Flags first (``--threads N`` sets both), then ``CMRECON_BLAS_THREADS`` /
-        ``CMRECON_TORCH_THREADS``, then the defaults (1).
+    def build(cls, threads: int | None = None, environ: Mapping[str, str] | None = None,
+              weights_path: str | Iterable[str] | None = None) -> "Settings":
+        """Flags first (``--threads N`` sets both, ``--weights-path DIR`` the weights folders),
+        then ``CMRECON_BLAS_THREADS`` / ``CMRECON_TORCH_THREADS`` / ``CMRECON_WEIGHTS_PATH``
+        (``os.pathsep``-separated folders), then the defaults (1 thread, shipped weights only).
 
         Raises
         ------
@@ -67,12 +86,15 @@ class Settings:
             A negative ``threads`` or a malformed environment value.
         """
         env = os.environ if environ is None else environ
+        folders = parse_folders(weights_path) if weights_path is not None else \
+            parse_folders(env.get(WEIGHTS_PATH_ENV))
         if threads is not None:
             if threads < 0:
                 raise CmreconError(f"--threads {threads}: expected a whole number >= 0 "
                                    "(0 = the libraries' defaults)")
-            return cls(threads, threads)
-        return cls(parse_threads(env.get(BLAS_ENV), BLAS_ENV), parse_threads(env.get(TORCH_ENV), TORCH_ENV))
+            return cls(threads, threads, folders)
+        return cls(parse_threads(env.get(BLAS_ENV), BLAS_ENV), parse_threads(env.get(TORCH_ENV), TORCH_ENV),
+                   folders)
 
 
 def configure(settings: Settings) -> Settings:
@@ -84,6 +106,10 @@ def configure(settings: Settings) -> Settings:
             threadpool_limits(limits=settings.blas_threads, user_api="blas")
         os.environ[BLAS_ENV] = str(settings.blas_threads)
         os.environ[TORCH_ENV] = str(settings.torch_threads)
+        if settings.weights_path:
+            os.environ[WEIGHTS_PATH_ENV] = os.pathsep.join(settings.weights_path)
+        else:
+            os.environ.pop(WEIGHTS_PATH_ENV, None)
         _configured = settings
     return settings
 

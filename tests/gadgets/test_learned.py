@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from cmrecon import runtime
 from cmrecon.chain.definition import load_file, resolve, with_step_params
 from cmrecon.errors import StepError
 from cmrecon.models import adapter, shipped
@@ -25,10 +27,21 @@ TINY = dict(num_cascades=1, chans=4, sens_chans=2, pools=2, sens_pools=2)
 
 
 @pytest.fixture()
-def tiny_ckpt(tmp_path) -> Path:
+def weights_folder(tmp_path, monkeypatch) -> Path:
+    """``tmp_path`` is a configured weights folder for one test (as ``CMRECON_WEIGHTS_PATH``,
+    which a ``cmrecon`` main called by the test rebuilds its settings from).
+    """
+    monkeypatch.setenv(runtime.WEIGHTS_PATH_ENV, str(tmp_path))
+    monkeypatch.setattr(runtime, "_configured",
+                        dataclasses.replace(runtime.current(), weights_path=(str(tmp_path),)))
+    return tmp_path
+
+
+@pytest.fixture()
+def tiny_ckpt(weights_folder) -> Path:
     torch.manual_seed(0)
     model = PSIRNet(**TINY)
-    path = tmp_path / "tiny.pt"
+    path = weights_folder / "tiny.pt"
     save_checkpoint(path, model, model.model_config(), {"note": "test"})
     return path
 
@@ -331,7 +344,7 @@ def test_the_pd_series_is_the_pd_heartbeat_dark_air_bright_tissue():
     assert nrmse(img, np.abs(truth["pd"][0]), body) < 0.15
 
 
-def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refused_unpinned(tmp_path):
+def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refused_unpinned(weights_folder):
     """`weights: /path/PSIRNet.pt` (TorchScript detected, preset, digest pinned) and
     `cmrecon weights import` give exactly the PSIR of the same weights as our checkpoint.
     """
@@ -342,7 +355,7 @@ def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refuse
     from cmrecon.models.weights import file_sha256, save_checkpoint
     torch.manual_seed(3)
     model = PSIRNet.from_preset("cpu_small").eval()
-    scripted, ours = tmp_path / "PSIRNet.pt", tmp_path / "ours.pt"
+    scripted, ours = weights_folder / "PSIRNet.pt", weights_folder / "ours.pt"
     torch.jit.script(model).save(str(scripted))
     save_checkpoint(ours, model, model.model_config())
     reference = _psir_images(_chain(str(ours)), "r2_embedded")
@@ -353,7 +366,7 @@ def test_a_torchscript_psirnet_by_path_gives_the_eager_models_psir_and_is_refuse
     by_path = _psir_images(_chain(str(scripted), preset="cpu_small",
                                   weights_sha256=file_sha256(scripted)), "r2_embedded")
     np.testing.assert_array_equal(by_path[0], reference[0])
-    imported = tmp_path / "imported.pt"
+    imported = weights_folder / "imported.pt"
     assert main(["weights", "import", str(scripted), "-o", str(imported), "--preset", "cpu_small",
                  "--sha256", file_sha256(scripted)]) == 0
     np.testing.assert_array_equal(_psir_images(_chain(str(imported)), "r2_embedded")[0], reference[0])

@@ -48,9 +48,9 @@ def test_one_step_of_training_lowers_the_loss_on_its_batch():
         assert float(weighted_l1(model(ir, pd), target, w)) < before
 
 
-def test_checkpoint_round_trip_and_the_chain_step_equals_the_classical_head_when_untrained(tmp_path):
+def test_checkpoint_round_trip_and_the_chain_step_equals_the_classical_head_when_untrained(weights_folder):
     model = PsirRefine(chans=4, pools=2)
-    path = tmp_path / "refine.pt"
+    path = weights_folder / "refine.pt"
     save_checkpoint(path, model, model.model_config(), {})
     loaded = load_checkpoint(path)
     assert type(loaded.model).__name__ == "PsirRefine" and loaded.config == model.model_config()

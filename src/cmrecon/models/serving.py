@@ -1,9 +1,12 @@
 """Serving models: one shared, verified model per process, batches, CUDA out-of-memory fallback.
 
 * :func:`get_model` — a process-wide cache keyed by ``(weights file, sha256, device)``: the
-  model is loaded (sha256-verified), moved to its device, put in eval mode and (PSIRNet) warmed
-  up **once**, then shared by every connection of the server; creation is guarded by a lock,
-  and each cached model has its own lock so one forward pass runs at a time per model.
+  weights a chain names are checked against the allowed ones
+  (:func:`cmrecon.models.shipped.resolve_chain_weights`), then the model is loaded
+  (sha256-verified before anything is deserialised), moved to its device, put in eval mode and
+  (PSIRNet) warmed up **once**, and shared by every connection of the server; creation is
+  guarded by a lock, and each cached model has its own lock so one forward pass runs at a time
+  per model.
 * :func:`run_with_fallback` — run slices in batches; a CUDA out-of-memory error halves the
   batch, and at batch 1 hands the slice to a fallback (the CPU copy of the model) instead of
   losing it.
@@ -54,6 +57,8 @@ class CachedModel:
         The checkpoint file.
     sha256 : str
         Its verified digest.
+    preset : str
+        Architecture preset used if the file is TorchScript (the CPU fallback loads the same).
     config : dict
         Constructor arguments of the model.
     min_matrix : int
@@ -70,6 +75,7 @@ class CachedModel:
     sha256: str
     config: Dict[str, Any]
     min_matrix: int
+    preset: str = "published"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -102,10 +108,11 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
     Parameters
     ----------
     weights : str
-        A name in :data:`cmrecon.models.shipped.SHIPPED` (digest from the registry), a path to
-        a :func:`~cmrecon.models.weights.save_checkpoint` file (digest from its sidecar), or a
-        path to a TorchScript PSIRNet such as the published ``PSIRNet.pt`` (detected; built
-        with ``preset``; digest from ``sha256`` or its ``.sha256`` sidecar).
+        A name in :data:`cmrecon.models.shipped.SHIPPED` (digest from the registry), or a path
+        inside the weights folders (:func:`cmrecon.models.shipped.weights_folders`) to a
+        :func:`~cmrecon.models.weights.save_checkpoint` file (digest from its sidecar) or to a
+        TorchScript PSIRNet such as the published ``PSIRNet.pt`` (detected; built with
+        ``preset``; digest from ``sha256`` or its ``.sha256`` sidecar).
     preset : str
         :data:`cmrecon.models.psirnet.PRESETS` name of a TorchScript file's architecture.
     sha256 : str
@@ -124,25 +131,25 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
     StepError
         CUDA asked for but absent.
     WeightsError, ChecksumMismatchError
-        Unknown name, missing file, digest mismatch.
+        Weights that are neither shipped nor inside a weights folder (one message, whether the
+        file exists or not), no digest to verify against, digest mismatch.
     """
-    from cmrecon.models.shipped import resolve_weights
-    from cmrecon.models.weights import is_torchscript, load_checkpoint, load_published_verified
+    from cmrecon.models.shipped import resolve_chain_weights
+    from cmrecon.models.weights import load_verified
     from cmrecon.runtime import apply_torch_threads
     apply_torch_threads()   # the process's torch thread policy, once, now that torch is in use
     dev = resolve_device(device)
-    path, expected = resolve_weights(weights)
+    path, expected = resolve_chain_weights(weights)
     expected = sha256.lower() or expected
-    key = (str(path.resolve()), expected or "", str(dev))
+    key = (str(path), expected or "", str(dev))
     with _CACHE_LOCK:
         entry = _CACHE.get(key)
         if entry is not None:
             return entry
-        loaded = (load_published_verified(path, expected, preset, dev) if is_torchscript(path)
-                  else load_checkpoint(path, expected_sha256=expected, map_location=dev))
+        loaded = load_verified(path, expected, preset, dev)
         entry = CachedModel(model=loaded.model.eval(), device=dev, weights=str(weights),
                             path=path, sha256=loaded.sha256, config=dict(loaded.config),
-                            min_matrix=_min_matrix(loaded.config))
+                            min_matrix=_min_matrix(loaded.config), preset=preset)
         if warm_up and isinstance(entry.model, PSIRNet):
             _warm_up(entry)
         _CACHE[key] = entry
@@ -253,8 +260,7 @@ def infer_slices(entry: CachedModel, inputs: Sequence[SliceInput], batch_size: i
     fallback = None
     if entry.device.type == "cuda":
         def fallback(chunk: Sequence[SliceInput]) -> List[SliceOutput]:
-            cpu = get_model(str(entry.path), "cpu") if entry.weights == str(entry.path) else \
-                get_model(entry.weights, "cpu")
+            cpu = get_model(entry.weights, "cpu", preset=entry.preset, sha256=entry.sha256)
             with cpu.lock:
                 return forward_batch(cpu.model, cpu.device, chunk)
 

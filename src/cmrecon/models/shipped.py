@@ -1,22 +1,32 @@
-"""Weights shipped in the repository (``weights/``), each with the sha256 it must have.
+"""Weights shipped in the repository (``weights/``), and which weights a chain may name.
 
 :data:`SHIPPED` is the registry: name → file (relative to :func:`weights_dir`), expected
 sha256 and architecture. :func:`load_shipped` verifies the digest before anything is
 deserialised, so a corrupted or swapped file is refused with
 :class:`~cmrecon.models.weights.ChecksumMismatchError`. Nothing is ever downloaded.
 
+A chain's ``weights`` parameter comes from whoever sent the chain (a client's inline XML), so
+:func:`resolve_chain_weights` allows only a shipped name or a file inside a weights folder
+(:func:`weights_folders`: the shipped folder, then ``cmrecon.runtime.Settings.weights_path``,
+i.e. ``--weights-path`` / ``CMRECON_WEIGHTS_PATH``), and refuses anything else with one
+message whatever the file system holds. :func:`resolve_weights` is the trusted form, for paths
+an operator gives in a local command line or config (a training config's ``init_weights``).
+
 See ``docs/model_card.md`` for how each entry was trained and how well it does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 from cmrecon.models.weights import LoadedCheckpoint, WeightsError, load_checkpoint
 
-__all__ = ["SHIPPED", "load_shipped", "resolve_weights", "shipped_path", "weights_dir"]
+__all__ = ["SHIPPED", "load_shipped", "resolve_chain_weights", "resolve_weights", "shipped_path",
+           "weights_dir", "weights_folders"]
 
 #: name → {"path": file under weights_dir(), "sha256": expected digest, "config": the model's
 #: constructor arguments (PSIRNet or PsirRefine, as the checkpoint's model_class says)}.
@@ -60,11 +70,12 @@ def shipped_path(name: str) -> Path:
 
 
 def resolve_weights(spec: Union[str, os.PathLike]) -> Tuple[Path, Optional[str]]:
-    """A shipped name or a checkpoint path → ``(path, expected sha256 or None)``.
+    """A shipped name or any checkpoint path → ``(path, expected sha256 or None)`` (trusted).
 
     A name in :data:`SHIPPED` gives its file and recorded digest; anything else is taken as a
     path (its ``.sha256`` sidecar is then what :func:`~cmrecon.models.weights.load_checkpoint`
-    verifies against).
+    verifies against). For paths the operator gave (a training config); weights named by a
+    chain go through :func:`resolve_chain_weights`.
 
     Raises
     ------
@@ -79,6 +90,64 @@ def resolve_weights(spec: Union[str, os.PathLike]) -> Tuple[Path, Optional[str]]
         raise WeightsError(f"weights={text!r} is neither a shipped name "
                            f"({', '.join(sorted(SHIPPED))}) nor an existing checkpoint file")
     return path, None
+
+
+def weights_folders() -> Tuple[Path, ...]:
+    """Folders whose files a chain may name as weights, each with symlinks and ``..`` resolved.
+
+    The shipped folder (:func:`weights_dir`), then the process's configured folders
+    (:func:`cmrecon.runtime.current`'s ``weights_path``: ``cmrecon serve --weights-path`` or
+    ``CMRECON_WEIGHTS_PATH``, ``os.pathsep``-separated).
+    """
+    from cmrecon.runtime import current
+    folders = (weights_dir(), *(Path(f) for f in current().weights_path))
+    return tuple(Path(os.path.realpath(f)) for f in folders)
+
+
+def resolve_chain_weights(spec: Union[str, os.PathLike]) -> Tuple[Path, Optional[str]]:
+    """Weights named by a chain → ``(real path, expected sha256 or None)``, or refused.
+
+    Allowed: a name in :data:`SHIPPED`, or a path (absolute, or relative to the working folder;
+    ``~`` expanded) whose real location, symlinks and ``..`` resolved, is a regular file inside
+    one of :func:`weights_folders`. Nothing outside those folders is opened or examined (beyond
+    resolving the path's symlinks): a refusal reads the same whether the file exists or not.
+
+    Parameters
+    ----------
+    spec : str or PathLike
+        The step's ``weights`` parameter, as the chain gave it.
+
+    Returns
+    -------
+    tuple of (Path, str or None)
+        The resolved file (load this one: a symlink swapped later changes nothing) and the
+        registry's digest for a shipped name (None: the caller's pin or the file's sidecar).
+
+    Raises
+    ------
+    WeightsError
+        Anything else, with one message naming ``spec`` and the shipped names only.
+    """
+    text = str(spec)
+    if text in SHIPPED:
+        return shipped_path(text), SHIPPED[text]["sha256"]
+    folders = weights_folders()
+    try:
+        real = Path(os.path.realpath(Path(text).expanduser())) if text.strip() else None
+    except (OSError, ValueError):   # a NUL byte, a name too long
+        real = None
+    if real is not None and any(real.is_relative_to(f) for f in folders):
+        try:
+            if stat.S_ISREG(real.stat().st_mode):
+                return real, None
+        except OSError:
+            pass
+    logging.getLogger("cmrecon.models.shipped").warning(
+        "weights %r refused: not a shipped name nor a file inside the weights folders %s",
+        text, ", ".join(str(f) for f in folders))
+    raise WeightsError(f"weights={text!r} refused: a chain may name shipped weights "
+                       f"({', '.join(sorted(SHIPPED))}) or a file inside the weights "
+                       f"folders (cmrecon serve --weights-path, CMRECON_WEIGHTS_PATH)")
 
 
 def load_shipped(name: str, map_location: Union[str, Any] = "cpu") -> LoadedCheckpoint:
