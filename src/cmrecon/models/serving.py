@@ -4,9 +4,11 @@
   weights a chain names are checked against the allowed ones
   (:func:`cmrecon.models.shipped.resolve_chain_weights`), then the model is loaded
   (sha256-verified before anything is deserialised), moved to its device, put in eval mode and
-  (PSIRNet) warmed up **once**, and shared by every connection of the server; creation is
-  guarded by a lock, and each cached model has its own lock so one forward pass runs at a time
-  per model.
+  (PSIRNet) warmed up **once**, and shared by every connection of the server. The cache's lock
+  is held only to look up or record an entry: the hashing and loading run outside it, and a
+  session asking for weights that are still loading waits for that one load (one per key),
+  so a slow load never stalls sessions using other weights. Each cached model has its own lock
+  so one forward pass runs at a time per model.
 * :func:`run_with_fallback` — run slices in batches; a CUDA out-of-memory error halves the
   batch, and at batch 1 hands the slice to a fallback (the CPU copy of the model) instead of
   losing it.
@@ -79,7 +81,32 @@ class CachedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_CACHE: Dict[Tuple[str, str, str], CachedModel] = {}
+class _Loading:
+    """One load in progress: its outcome, once :meth:`finish` has been called."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._entry: Optional[CachedModel] = None
+        self._error: Optional[BaseException] = None
+
+    def finish(self, entry: Optional[CachedModel], error: Optional[BaseException] = None) -> None:
+        self._entry, self._error = entry, error
+        self._done.set()
+
+    def wait(self) -> CachedModel:
+        """The loaded model, or the loader's error raised here too."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._entry is not None
+        return self._entry
+
+
+CacheKey = Tuple[str, str, str]
+_CACHE: Dict[CacheKey, CachedModel] = {}
+#: Loads in progress: the first session asking for a key loads it, later ones wait for it.
+_LOADING: Dict[CacheKey, _Loading] = {}
+#: Guards _CACHE and _LOADING only; never held while a file is read or a model is built.
 _CACHE_LOCK = threading.Lock()
 
 
@@ -132,10 +159,10 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
         CUDA asked for but absent.
     WeightsError, ChecksumMismatchError
         Weights that are neither shipped nor inside a weights folder (one message, whether the
-        file exists or not), no digest to verify against, digest mismatch.
+        file exists or not), no digest to verify against, digest mismatch. A failed load is not
+        cached: every session that waited for it gets its error, the next one tries again.
     """
     from cmrecon.models.shipped import resolve_chain_weights
-    from cmrecon.models.weights import load_verified
     from cmrecon.runtime import apply_torch_threads
     apply_torch_threads()   # the process's torch thread policy, once, now that torch is in use
     dev = resolve_device(device)
@@ -146,21 +173,47 @@ def get_model(weights: str, device: str = "auto", warm_up: bool = True, preset: 
         entry = _CACHE.get(key)
         if entry is not None:
             return entry
-        loaded = load_verified(path, expected, preset, dev)
-        entry = CachedModel(model=loaded.model.eval(), device=dev, weights=str(weights),
-                            path=path, sha256=loaded.sha256, config=dict(loaded.config),
-                            min_matrix=_min_matrix(loaded.config), preset=preset)
-        if warm_up and isinstance(entry.model, PSIRNet):
-            _warm_up(entry)
-        _CACHE[key] = entry
-        log.info("loaded weights %s (sha256 %s…) on %s", path.name, loaded.sha256[:12], dev)
-        return entry
+        pending = _LOADING.get(key)
+        mine = pending is None
+        if mine:
+            pending = _LOADING[key] = _Loading()
+    if not mine:
+        return pending.wait()   # the same weights, loading for another session: wait for that
+    try:
+        entry = _load(weights, path, expected, preset, dev, warm_up)
+    except BaseException as exc:
+        with _CACHE_LOCK:
+            if _LOADING.get(key) is pending:
+                del _LOADING[key]
+        pending.finish(None, exc)
+        raise
+    with _CACHE_LOCK:
+        if _LOADING.get(key) is pending:   # not forgotten by clear_cache meanwhile
+            del _LOADING[key]
+            _CACHE[key] = entry
+    pending.finish(entry)
+    return entry
+
+
+def _load(weights: str, path: Path, expected: Optional[str], preset: str, dev: torch.device,
+          warm_up: bool) -> CachedModel:
+    """Verify, load, and (PSIRNet) warm up the model in ``path`` (no lock held)."""
+    from cmrecon.models.weights import load_verified
+    loaded = load_verified(path, expected, preset, dev)
+    entry = CachedModel(model=loaded.model.eval(), device=dev, weights=str(weights), path=path,
+                        sha256=loaded.sha256, config=dict(loaded.config),
+                        min_matrix=_min_matrix(loaded.config), preset=preset)
+    if warm_up and isinstance(entry.model, PSIRNet):
+        _warm_up(entry)
+    log.info("loaded weights %s (sha256 %s…) on %s", path.name, loaded.sha256[:12], dev)
+    return entry
 
 
 def clear_cache() -> None:
     """Forget every cached model (tests; frees GPU memory when nothing else holds them)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _LOADING.clear()   # loads in flight still answer their waiters, but are not cached
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
