@@ -5,7 +5,8 @@ Simulates a small LGE case (with its ground truth: one slice, two IR/PD repeats 
 through a chain (default ``psirnet_lge``, the learned single-shot PSIR with the shipped weights)
 exactly as a scanner or ``gadgetron_ismrmrd_client`` would, and writes what came back: an
 ISMRMRD image file (Gadgetron client layout), one PNG per image and a panel PNG (PSIR, MagIR,
-PD beside the noise-free truth).
+PD beside the noise-free truth). Every file is written atomically (:mod:`cmrecon.io.atomic`): a
+file that cannot be written is one line on stderr (exit 2) and leaves nothing at its name.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cmrecon.io.atomic import make_folder
 from cmrecon.io.images import PSIR_WINDOW, display_view
 from cmrecon.io.mrdfile import write_dataset
 from cmrecon.io.png import save_panel
@@ -28,7 +30,7 @@ def run_demo(output: Path, chain: str = DEFAULT_CHAIN, seed: int = 1, repeats: i
     from cmrecon.server.tcp import MrdServer
     from cmrecon.sim.lge import LgeParams, simulate_lge
 
-    output.mkdir(parents=True, exist_ok=True)
+    make_folder(output)
     params = LgeParams(slices=1, repeats=repeats, coils=12, matrix=(128, 96), acceleration=2,
                        acs_lines=24, seed=seed)
     print(f"demo: simulating an LGE case {params.matrix[0]}x{params.matrix[1]}, {params.coils} coils, "

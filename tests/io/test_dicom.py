@@ -63,3 +63,32 @@ def test_dciodvfy_finds_no_errors(exported):
         out = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True)
         errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
         assert not errors, (f.name, errors)
+
+
+def _psir_classic_images():
+    from cmrecon.chain.runner import run_chain
+    return [im for im in run_chain(resolve("psir_classic"), read_header_xml(H5), list(iter_items(H5)))
+            if isinstance(im, ismrmrd.Image)]
+
+
+def test_a_failed_export_leaves_no_dicom_file_behind(tmp_path, monkeypatch):
+    """The second file hits a full disk: the first one goes too, and no temporary file stays."""
+    import errno
+    import os
+
+    from pydicom.dataset import FileDataset
+
+    from cmrecon.io.atomic import OutputError
+    from cmrecon.io.dicom import write_dicom
+    images = _psir_classic_images()
+    real_save, calls = FileDataset.save_as, []
+
+    def save_as(self, filename, **kwargs):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(self, filename, **kwargs)
+    monkeypatch.setattr(FileDataset, "save_as", save_as)
+    with pytest.raises(OutputError, match=r"cannot write .*\.dcm: No space left on device"):
+        write_dicom(images, tmp_path / "dicom", read_header_xml(H5), "psir_classic")
+    assert len(calls) == 2 and [p for p in (tmp_path / "dicom").rglob("*") if p.is_file()] == []

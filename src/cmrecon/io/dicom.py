@@ -26,6 +26,7 @@ import ismrmrd
 import numpy as np
 
 from cmrecon.errors import CmreconError
+from cmrecon.io.atomic import OutputError, atomic_path, make_folder
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 PSIR_SCALE, PSIR_OFFSET = 1000.0, 4096.0
@@ -71,6 +72,9 @@ def write_dicom(images: Iterable[ismrmrd.Image], out_dir: str | Path, header_xml
                 series_prefix: str = "cmrecon") -> list[Path]:
     """Write every image as a DICOM file under ``out_dir/<series>_<role>/``; return the paths.
 
+    Each file is written atomically (:mod:`cmrecon.io.atomic`); if one cannot be written, the
+    files this call already wrote are removed, so a failed export leaves no part of a series.
+
     Parameters
     ----------
     images : MRD images as the chains emit them (meta ``DataRole``, ``WindowCenter``...).
@@ -81,7 +85,9 @@ def write_dicom(images: Iterable[ismrmrd.Image], out_dir: str | Path, header_xml
     Raises
     ------
     CmreconError
-        No images, or the folder cannot be written.
+        No images.
+    OutputError
+        A folder or file cannot be written (disk full, no permission...), naming it.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -174,11 +180,12 @@ def write_dicom(images: Iterable[ismrmrd.Image], out_dir: str | Path, header_xml
             ds.WindowCenter, ds.WindowWidth = f"{c:.6g}", f"{max(w, 1e-3):.6g}"
         ds.PixelData = pixels.tobytes()
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            ds.save_as(tmp, enforce_file_format=True)
-            tmp.replace(path)
-        except OSError as exc:
-            raise CmreconError(f"cannot write DICOM {path}: {exc}") from exc
+            make_folder(folder)
+            with atomic_path(path) as tmp:
+                ds.save_as(tmp, enforce_file_format=True)
+        except OutputError:
+            for done in written:   # part of a series is not an export
+                done.unlink(missing_ok=True)
+            raise
         written.append(path)
     return written

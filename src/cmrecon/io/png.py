@@ -1,7 +1,8 @@
 """Write images a person can look at: single PNGs and labelled panels (opt-in, never implicit).
 
 Grey levels map a window ``(lo, hi)`` linearly to 0..255; without a window the 1st-99th
-percentile range of each tile is used. Error maps use a signed window centred on zero.
+percentile range of each tile is used. Error maps use a signed window centred on zero. Files are
+written atomically (:mod:`cmrecon.io.atomic`); a failure is an ``OutputError`` naming the file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from cmrecon.io.atomic import atomic_path, make_folder
 
 Window = tuple[float, float]
 
@@ -30,12 +33,24 @@ def to_uint8(image: np.ndarray, window: Window | None = None) -> np.ndarray:
     return (np.clip((img - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def save_png(path: str | Path, image: np.ndarray, window: Window | None = None) -> Path:
-    """Write one 2D array ``(y, x)`` as an 8-bit greyscale PNG; rows are image rows."""
+def _write(path: str | Path, picture: Image.Image) -> Path:
+    """Write ``picture`` as PNG at ``path`` (folders created), atomically; OutputError on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image, window), mode="L").save(path)
+    make_folder(path.parent)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
     return path
+
+
+def save_png(path: str | Path, image: np.ndarray, window: Window | None = None) -> Path:
+    """Write one 2D array ``(y, x)`` as an 8-bit greyscale PNG; rows are image rows.
+
+    Raises
+    ------
+    OutputError
+        The file or its folder cannot be written (disk full, no permission...).
+    """
+    return _write(path, Image.fromarray(to_uint8(image, window), mode="L"))
 
 
 def save_panel(path: str | Path, tiles: Sequence[tuple[str, np.ndarray, Window | None]],
@@ -47,6 +62,13 @@ def save_panel(path: str | Path, tiles: Sequence[tuple[str, np.ndarray, Window |
     tiles : sequence of ``(title, image (y, x), window or None)``.
     ncols : tiles per row (all in one row when None).
     scale : integer up-scaling of each tile (nearest neighbour) for legibility.
+
+    Raises
+    ------
+    ValueError
+        No tiles.
+    OutputError
+        The file or its folder cannot be written (disk full, no permission...).
     """
     if not tiles:
         raise ValueError("save_panel needs at least one tile")
@@ -63,7 +85,4 @@ def save_panel(path: str | Path, tiles: Sequence[tuple[str, np.ndarray, Window |
         tile = tile.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
         canvas.paste(tile, (c * w, r * (h + title_h) + title_h))
         draw.text((c * w + 2, r * (h + title_h) + 1), title, fill=255)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    return _write(path, canvas)

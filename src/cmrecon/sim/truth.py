@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmrecon.io.atomic import atomic_path
+
 
 @dataclass(frozen=True, eq=False)
 class SimTruth:
@@ -81,9 +83,21 @@ class SimTruth:
             raise KeyError(key)
         return getattr(self, key)
 
-    def save(self, path: str | Path) -> None:
-        """Write every field to a compressed ``.npz`` (keys = field names)."""
-        np.savez_compressed(path, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+    def save(self, path: str | Path) -> Path:
+        """Write every field to a compressed ``.npz`` (keys = field names) at ``path``; return it.
+
+        The file gets exactly the name given (numpy would add ``.npz`` to a name without it) and is
+        written atomically (:mod:`cmrecon.io.atomic`): whole, or not at all.
+
+        Raises
+        ------
+        OutputError
+            The file cannot be written (disk full, no permission, ``path`` is a folder...).
+        """
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> SimTruth:
