@@ -50,7 +50,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def write_outputs(images: list, output: str | None, group: str | None, png_dir: str | None) -> None:
-    """Write returned images to an ISMRMRD file (Gadgetron client layout) and/or PNGs."""
+    """Write returned images to an ISMRMRD file (Gadgetron client layout) and/or PNGs.
+
+    Every file is written atomically (:mod:`cmrecon.io.atomic`): whole, or not at all. If a PNG
+    fails, the PNGs this call already wrote are removed; a finished ``output`` stays.
+
+    Raises
+    ------
+    CmreconError
+        A file cannot be written (``OutputError``: disk full, no permission...) or ``output``
+        exists and is not an HDF5 file (``MrdFileError``).
+    """
     if output:
         from cmrecon.io.mrdfile import ImageFileWriter
         with ImageFileWriter(output, group) as w:
@@ -60,11 +70,17 @@ def write_outputs(images: list, output: str | None, group: str | None, png_dir: 
     if png_dir:
         from cmrecon.io.images import display_view
         from cmrecon.io.png import save_png
-        for img in images:
-            name = (f"series{img.image_series_index}_slc{img.slice}_set{img.set}_ave{img.average}"
-                    f"_rep{img.repetition}_img{img.image_index}.png")
-            _, data, window = display_view(img)
-            save_png(Path(png_dir) / name, data, window)
+        written: list[Path] = []
+        try:
+            for img in images:
+                name = (f"series{img.image_series_index}_slc{img.slice}_set{img.set}_ave{img.average}"
+                        f"_rep{img.repetition}_img{img.image_index}.png")
+                _, data, window = display_view(img)
+                written.append(save_png(Path(png_dir) / name, data, window))
+        except BaseException:   # a part of the images' PNGs is not an output
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         print(f"wrote {len(images)} PNGs to {png_dir}", file=sys.stderr)
 
 
@@ -79,13 +95,24 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def check_output_paths(output: str | None, png_dir: str | None, dicom_dir: str | None = None) -> None:
-    """Refuse an output whose folder does not exist before any reconstruction runs."""
+    """Refuse outputs that cannot be written before any reconstruction runs.
+
+    ``-o``: its folder must exist and be writable; an existing ``-o`` must be an HDF5 file (the
+    images are added to it as a new group). ``--png``/``--dicom``: not an existing file.
+    """
     if output:
         parent = Path(output).resolve().parent
         if not parent.is_dir():
             raise CmreconError(f"-o {output}: folder {parent} does not exist")
         if Path(output).is_dir():
             raise CmreconError(f"-o {output} is a folder; give an HDF5 file name")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise CmreconError(f"-o {output}: folder {parent} is not writable")
+        if Path(output).exists():
+            import h5py
+            if not h5py.is_hdf5(output):
+                raise CmreconError(f"-o {output} exists and is not an HDF5 file (images are added "
+                                   f"to an existing file as a new group); give a new name")
     for flag, folder in (("--png", png_dir), ("--dicom", dicom_dir)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise CmreconError(f"{flag} {folder} exists and is not a folder")
@@ -110,14 +137,22 @@ def _replay(args: argparse.Namespace) -> int:
                                group=args.input_group, show_progress=True)
     for text in result.texts:
         print(f"server: {text}", file=sys.stderr)
+    name = Path(args.chain_file).stem if args.chain_file else args.chain
+    if not result.images:
+        if not result.other:
+            raise CmreconError(f"no images came back from chain '{name}' (sent {result.sent} items); "
+                               f"nothing written")
+        if args.output or args.png or args.dicom:
+            raise CmreconError(f"no images came back from chain '{name}', only {len(result.other)} "
+                               f"acquisitions/waveforms; nothing written")
     write_outputs(result.images, args.output, args.output_group, args.png)
     if args.dicom:
         from cmrecon.io.dicom import write_dicom
         from cmrecon.io.mrdfile import read_header_xml
-        name = Path(args.chain_file).stem if args.chain_file else args.chain
         paths = write_dicom(result.images, args.dicom, read_header_xml(args.input, args.input_group), name)
         print(f"wrote {len(paths)} DICOM files to {args.dicom}", file=sys.stderr)
-    print(f"replay: sent {result.sent} items, received {len(result.images)} images", file=sys.stderr)
+    print(f"replay: sent {result.sent} items, received {len(result.images)} images"
+          + (f" and {len(result.other)} acquisitions/waveforms" if result.other else ""), file=sys.stderr)
     if result.images and not (args.output or args.png or args.dicom):
         print("replay: images not written (give -o FILE.h5 and/or --png DIR)", file=sys.stderr)
     return 0

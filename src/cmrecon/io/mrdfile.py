@@ -12,6 +12,9 @@ ismrmrd/ismrmrd ``doc``: the ISMRMRD HDF5 layout; gadgetron ``apps/clients/gadge
 from __future__ import annotations
 
 import datetime
+import io
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Union
 
@@ -21,43 +24,90 @@ import numpy as np
 from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype, waveform_dtype, waveform_header_dtype
 
 from cmrecon.errors import CmreconError
+from cmrecon.io.atomic import OutputError, atomic_path
 
 RawItem = Union[ismrmrd.Acquisition, ismrmrd.Waveform]
 _CHUNK_ROWS = 512
 
 
 class MrdFileError(CmreconError):
-    """An ISMRMRD HDF5 file that is missing, unreadable or lacks the expected group."""
+    """An ISMRMRD HDF5 file that is missing, unreadable, corrupt or lacks the expected group."""
+
+
+# what h5py raises for damaged storage: a bad object header is a KeyError, a bad chunk an OSError...
+_H5_DAMAGE = (KeyError, OSError, RuntimeError, ValueError, TypeError, IndexError)
+
+
+def _why(exc: BaseException) -> object:
+    """An h5py exception's words (a KeyError's str() would quote them)."""
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
 
 
 def _open_group(path: str | Path, group: str) -> tuple[h5py.File, h5py.Group]:
     try:
         f = h5py.File(path, "r")
-    except (OSError, FileNotFoundError) as exc:
-        raise MrdFileError(f"cannot open ISMRMRD file {path}: {exc}") from exc
-    if group not in f:
-        groups = ", ".join(sorted(f.keys())) or "none"
+    except _H5_DAMAGE as exc:
+        raise MrdFileError(f"cannot open ISMRMRD file {path}: {_why(exc)}") from exc
+    try:
+        if group not in f:
+            groups = ", ".join(sorted(f.keys())) or "none"
+            raise MrdFileError(f"{path} has no group '{group}' (groups: {groups})")
+        return f, f[group]
+    except _H5_DAMAGE as exc:
         f.close()
-        raise MrdFileError(f"{path} has no group '{group}' (groups: {groups})")
-    return f, f[group]
+        raise MrdFileError(f"{path}:/{group} cannot be opened: {_why(exc)}") from exc
+    except MrdFileError:
+        f.close()
+        raise
+
+
+def _member(path: str | Path, g: h5py.Group, name: str) -> h5py.Dataset | None:
+    """``g[name]`` (None when absent); MrdFileError naming it when it is there but cannot be opened."""
+    try:
+        return g[name] if name in g else None
+    except _H5_DAMAGE as exc:
+        raise MrdFileError(f"{path}:{g.name}/{name} cannot be opened: {_why(exc)}") from exc
 
 
 def read_header_xml(path: str | Path, group: str = "dataset") -> bytes:
     """Return the ISMRMRD XML header of a raw dataset, as stored (bytes, not re-serialised)."""
     f, g = _open_group(path, group)
     with f:
-        if "xml" not in g:
+        ds = _member(path, g, "xml")
+        if ds is None:
             raise MrdFileError(f"{path}:/{group} has no 'xml' header")
-        raw = g["xml"][0]
+        try:
+            raw = ds[0]
+        except _H5_DAMAGE as exc:
+            raise MrdFileError(f"{path}:/{group}/xml cannot be read: {_why(exc)}") from exc
     return raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
 
 
-def count_items(path: str | Path, group: str = "dataset") -> tuple[int, int]:
-    """Return ``(n_acquisitions, n_waveforms)`` stored in a raw dataset."""
-    f, g = _open_group(path, group)
-    with f:
-        return (g["data"].shape[0] if "data" in g else 0,
-                g["waveforms"].shape[0] if "waveforms" in g else 0)
+_ROW_FIELDS = {"acquisition": ("head", "data", "traj"), "waveform": ("head", "data")}
+
+
+def _row_problem(kind: str, row: np.void) -> str | None:
+    """Why a stored row cannot be decoded (its header's sizes disagree with its arrays), or None.
+
+    Checked before an item is built from the header, so a corrupt header claiming
+    65535 channels x 65535 samples is refused instead of allocating 32 GB.
+    """
+    head = row["head"]
+    if kind == "acquisition":
+        channels, samples = int(head["active_channels"]), int(head["number_of_samples"])
+        dims = int(head["trajectory_dimensions"])
+        if row["data"].size != 2 * channels * samples:
+            return (f"its header says {channels} channels x {samples} samples "
+                    f"({2 * channels * samples} floats), its data holds {row['data'].size}")
+        if row["traj"].size != dims * samples:
+            return (f"its header says a trajectory of {samples} samples x {dims} dimensions, "
+                    f"its traj holds {row['traj'].size} floats")
+    else:
+        channels, samples = int(head["channels"]), int(head["number_of_samples"])
+        if row["data"].size != channels * samples:
+            return (f"its header says {channels} channels x {samples} samples, "
+                    f"its data holds {row['data'].size} values")
+    return None
 
 
 def _acq_from_row(row: np.void) -> ismrmrd.Acquisition:
@@ -76,9 +126,47 @@ def _wav_from_row(row: np.void) -> ismrmrd.Waveform:
     return wav
 
 
-def _rows(ds: h5py.Dataset) -> Iterator[np.void]:
+def _checked_rows(path: str | Path, ds: h5py.Dataset, kind: str) -> Iterator[tuple[int, np.void]]:
+    """``(row number, row)`` of one table, read in chunks; each row checked by :func:`_row_problem`."""
+    try:
+        dtype = ds.dtype
+    except _H5_DAMAGE as exc:
+        raise MrdFileError(f"{path}:{ds.name} has an unreadable row type: {_why(exc)}") from exc
+    names = dtype.names or ()
+    head_size = (acquisition_header_dtype if kind == "acquisition" else waveform_header_dtype).itemsize
+    if any(name not in names for name in _ROW_FIELDS[kind]) or dtype["head"].itemsize != head_size:
+        raise MrdFileError(f"{path}:{ds.name} is not an ISMRMRD {kind} table "
+                           f"(fields: {', '.join(names) or 'none'})")
     for start in range(0, ds.shape[0], _CHUNK_ROWS):
-        yield from ds[start:start + _CHUNK_ROWS]
+        try:
+            chunk = ds[start:start + _CHUNK_ROWS]
+        except _H5_DAMAGE as exc:
+            raise MrdFileError(f"{path}:{ds.name} rows {start}-{min(start + _CHUNK_ROWS, ds.shape[0]) - 1} "
+                               f"cannot be read: {_why(exc)}") from exc
+        for i, row in enumerate(chunk, start):
+            problem = _row_problem(kind, row)
+            if problem:
+                raise MrdFileError(f"{path}:{ds.name} row {i} is a corrupt {kind}: {problem}")
+            yield i, row
+
+
+def _stored_rows(path: str | Path, group: str) -> Iterator[tuple[str, int, np.void]]:
+    """``(kind, row number, row)`` in acquisition order (waveforms placed by their time stamps)."""
+    f, g = _open_group(path, group)
+    with f:
+        data, waveforms = _member(path, g, "data"), _member(path, g, "waveforms")
+        acqs = _checked_rows(path, data, "acquisition") if data is not None else iter(())
+        wavs = _checked_rows(path, waveforms, "waveform") if waveforms is not None else iter(())
+        pending_wav = next(wavs, None)
+        for i, row in acqs:
+            stamp = int(row["head"]["acquisition_time_stamp"])
+            while pending_wav is not None and int(pending_wav[1]["head"]["time_stamp"]) < stamp:
+                yield "waveform", *pending_wav
+                pending_wav = next(wavs, None)
+            yield "acquisition", i, row
+        while pending_wav is not None:
+            yield "waveform", *pending_wav
+            pending_wav = next(wavs, None)
 
 
 def iter_items(path: str | Path, group: str = "dataset") -> Iterator[RawItem]:
@@ -88,21 +176,38 @@ def iter_items(path: str | Path, group: str = "dataset") -> Iterator[RawItem]:
     whose ``acquisition_time_stamp`` is later than the waveform's ``time_stamp`` (both in
     scanner ticks), which is where it was recorded. Rows are read in chunks, so a file of
     any size streams in bounded memory.
+
+    Raises
+    ------
+    MrdFileError
+        The file or group cannot be opened, a chunk of rows cannot be read, or a row's header
+        disagrees with its arrays; the file, table and row are named.
     """
-    f, g = _open_group(path, group)
-    with f:
-        acqs = _rows(g["data"]) if "data" in g else iter(())
-        wavs = _rows(g["waveforms"]) if "waveforms" in g else iter(())
-        pending_wav = next(wavs, None)
-        for row in acqs:
-            stamp = int(row["head"]["acquisition_time_stamp"])
-            while pending_wav is not None and int(pending_wav["head"]["time_stamp"]) < stamp:
-                yield _wav_from_row(pending_wav)
-                pending_wav = next(wavs, None)
-            yield _acq_from_row(row)
-        while pending_wav is not None:
-            yield _wav_from_row(pending_wav)
-            pending_wav = next(wavs, None)
+    for kind, i, row in _stored_rows(path, group):
+        try:
+            yield _acq_from_row(row) if kind == "acquisition" else _wav_from_row(row)
+        except (ValueError, TypeError) as exc:
+            raise MrdFileError(f"{path}:/{group} {kind} row {i} cannot be decoded: {exc}") from exc
+
+
+def check_dataset(path: str | Path, group: str = "dataset") -> tuple[int, int]:
+    """Read the header and every row of a raw dataset; return ``(n_acquisitions, n_waveforms)``.
+
+    The rows are read and checked as :func:`iter_items` reads them (without building items),
+    so a replay can refuse a corrupt file, naming the row, before it sends anything.
+
+    Raises
+    ------
+    MrdFileError
+        As :func:`iter_items`; also a missing or unreadable ``xml`` header, or one that is not
+        well-formed XML (its schema is the server's to judge).
+    """
+    try:
+        ET.fromstring(read_header_xml(path, group))
+    except ET.ParseError as exc:
+        raise MrdFileError(f"{path}:/{group}/xml is not well-formed XML: {exc}") from exc
+    counts = Counter(kind for kind, _, _ in _stored_rows(path, group))
+    return counts["acquisition"], counts["waveform"]
 
 
 def make_acquisition(data: np.ndarray, flags: Iterable[int] = (), idx: dict[str, int] | None = None,
@@ -132,9 +237,16 @@ def make_acquisition(data: np.ndarray, flags: Iterable[int] = (), idx: dict[str,
 
 def write_dataset(path: str | Path, header_xml: str | bytes, items: Iterable[RawItem],
                   group: str = "dataset") -> tuple[int, int]:
-    """Write a raw ISMRMRD dataset (header, acquisitions, waveforms); overwrite ``path``.
+    """Write a raw ISMRMRD dataset (header, acquisitions, waveforms); replace ``path`` atomically.
 
-    Returns ``(n_acquisitions, n_waveforms)``.
+    The HDF5 file is built in memory and written through :func:`cmrecon.io.atomic.atomic_path`:
+    ``path`` holds the whole dataset, or after a failure is as it was. Returns
+    ``(n_acquisitions, n_waveforms)``.
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written (disk full, no permission...), naming it and the cause.
     """
     acqs, wavs = [], []
     for item in items:
@@ -154,13 +266,16 @@ def write_dataset(path: str | Path, header_xml: str | bytes, items: Iterable[Raw
         wav_rows[i]["head"] = np.frombuffer(wav.getHead(), dtype=waveform_header_dtype)[0]
         wav_rows[i]["data"] = np.ascontiguousarray(wav.data, np.uint32).ravel()
     xml = header_xml.encode("utf-8") if isinstance(header_xml, str) else header_xml
-    with h5py.File(path, "w") as f:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
         g = f.create_group(group)
         g.create_dataset("xml", data=np.array([xml], dtype=object), dtype=h5py.special_dtype(vlen=bytes))
         if len(acq_rows):
             g.create_dataset("data", data=acq_rows, maxshape=(None,), chunks=True)
         if len(wav_rows):
             g.create_dataset("waveforms", data=wav_rows, maxshape=(None,), chunks=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
     return len(acq_rows), len(wav_rows)
 
 
@@ -170,26 +285,65 @@ def default_group_name(now: datetime.datetime | None = None) -> str:
 
 
 class ImageFileWriter:
-    """Append images to ``<path>:/<group>/image_<series>`` as they arrive (Gadgetron client layout)."""
+    """Add images to ``<path>:/<group>/image_<series>`` (Gadgetron client layout), atomically.
+
+    As the Gadgetron client does, an existing file keeps its groups and gains this one. The file
+    is assembled in memory (from the existing file's bytes, if any) and written by :meth:`close`
+    in one go through :func:`cmrecon.io.atomic.atomic_path`: ``path`` then holds every image, or
+    after a failure is as it was. Leaving a ``with`` block by an exception writes nothing.
+
+    Raises
+    ------
+    MrdFileError
+        ``path`` exists and is not an HDF5 file (on construction).
+    OutputError
+        ``path`` cannot be read (on construction) or written (on close).
+    """
 
     def __init__(self, path: str | Path, group: str | None = None) -> None:
         self.path = Path(path)
         self.group = group or default_group_name()
-        self._ds = ismrmrd.Dataset(str(self.path), self.group, create_if_needed=True)
+        try:
+            existing = self.path.read_bytes() if self.path.is_file() else b""
+        except OSError as exc:
+            raise OutputError(f"cannot read {self.path} to add images to it: {exc.strerror or exc}") from exc
+        self._buf = io.BytesIO(existing)
+        try:
+            self._ds: ismrmrd.Dataset | None = ismrmrd.Dataset(self._buf, self.group, mode="a")
+        except OSError as exc:
+            raise MrdFileError(f"{self.path} exists and is not an HDF5 file ({exc}); images are "
+                               f"added to an existing file as a new group") from exc
         self.count = 0
 
     def append(self, image: ismrmrd.Image) -> None:
+        if self._ds is None:
+            raise ValueError(f"{self.path}: the image file is already closed")
         self._ds.append_image(f"image_{image.image_series_index}", image)
         self.count += 1
 
     def close(self) -> None:
+        """Write the file with every appended image (atomically); later calls do nothing."""
+        if self._ds is None:
+            return
         self._ds.close()
+        self._ds = None
+        with atomic_path(self.path) as tmp:
+            tmp.write_bytes(self._buf.getbuffer())
+
+    def discard(self) -> None:
+        """Drop the appended images; ``path`` is left as it was."""
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
 
     def __enter__(self) -> "ImageFileWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def read_images(path: str | Path, group: str | None = None) -> dict[str, list[ismrmrd.Image]]:

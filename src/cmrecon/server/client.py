@@ -2,7 +2,9 @@
 
 The remote path sends from a thread while the main thread reads results, as
 ``gadgetron_ismrmrd_client`` does, so a server that streams images back early never blocks on
-a full socket. The in-process path runs the same chain code without TCP.
+a full socket. The in-process path runs the same chain code without TCP. Both read the whole
+input once before anything is sent (:func:`cmrecon.io.mrdfile.check_dataset`): a corrupt row,
+an unreadable header or a file without acquisitions is refused with the file named.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cmrecon.chain.definition import Chain, resolve
 from cmrecon.chain.runner import run_chain
 from cmrecon.errors import CmreconError
 from cmrecon.io import protocol as P
-from cmrecon.io.mrdfile import count_items, iter_items, read_header_xml
+from cmrecon.io.mrdfile import MrdFileError, check_dataset, iter_items, read_header_xml
 from cmrecon.progress import Progress
 
 
@@ -36,6 +38,14 @@ class ReplayResult:
     texts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     sent: int = 0
+
+
+def _checked_input(path: str | Path, group: str) -> tuple[bytes, int, int]:
+    """``(header, n_acquisitions, n_waveforms)`` of an input read through once; MrdFileError if unfit."""
+    n_acq, n_wav = check_dataset(path, group)
+    if n_acq == 0:
+        raise MrdFileError(f"{path}:/{group} holds no acquisitions ({n_wav} waveforms); nothing to replay")
+    return read_header_xml(path, group), n_acq, n_wav
 
 
 def _source(path: str | Path, group: str, progress: Progress | None) -> Iterable[object]:
@@ -64,13 +74,15 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
 
     Raises
     ------
+    MrdFileError
+        The input cannot be read, has a corrupt row or no acquisitions (before anything is sent).
     ReplayError
-        Connection refused/reset, or the server sent ``ERR`` text; the message carries the cause.
+        Connection refused/reset, the server sent ``ERR`` text, or the input failed while being
+        sent; the message carries the cause.
     """
     if (chain_name is None) == (chain_xml is None):
         raise ValueError("give exactly one of chain_name or chain_xml")
-    header = read_header_xml(path, group)
-    n_acq, n_wav = count_items(path, group)
+    header, n_acq, n_wav = _checked_input(path, group)
     progress = Progress(f"replay {Path(path).name}", n_acq + n_wav, enabled=show_progress)
     result = ReplayResult()
     try:
@@ -93,6 +105,12 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
             writer.flush()
         except OSError as exc:  # the server closed early: its reason arrives on the reader
             send_error.append(exc)
+        except Exception as exc:  # the input failed part way: stop the session, wake the reader
+            send_error.append(exc)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         finally:
             try:
                 wfile.close()
@@ -126,6 +144,9 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
         thread.join(timeout=timeout_s)
         sock.close()
         progress.close()
+    input_errors = [exc for exc in send_error if not isinstance(exc, OSError)]
+    if input_errors:   # the cause, not the connection it broke
+        raise ReplayError(f"sending {path} stopped: {input_errors[0]}")
     if result.errors:
         raise ReplayError("; ".join(result.errors))
     return result
@@ -167,13 +188,13 @@ def replay_in_process(path: str | Path, chain: Chain | str, *, group: str = "dat
     Raises
     ------
     ReplayError
-        A step failed or the chain could not be loaded.
+        The chain could not be loaded; the input cannot be read, has a corrupt row or no
+        acquisitions (found before the chain runs); or a step failed.
     """
     try:
         if isinstance(chain, str):
             chain = resolve(chain)
-        header = read_header_xml(path, group)
-        n_acq, n_wav = count_items(path, group)
+        header, n_acq, n_wav = _checked_input(path, group)
         progress = Progress(f"replay {Path(path).name} (in-process)", n_acq + n_wav,
                             enabled=show_progress)
         result = ReplayResult()
