@@ -8,16 +8,26 @@ Usage::
         --resp-mm 4 --snr 25
 
 Progress lines (one per slice) go to stderr; the file paths and a summary line to stdout.
+
+The truth goes to ``<output stem>_truth.npz`` beside the output unless ``--truth`` names it:
+a name that is an existing folder or ends in ``/`` is a folder (created if needed) that gets
+``<output stem>_truth.npz``; any other name is the file, exactly as given. Both files are
+written atomically (:mod:`cmrecon.io.atomic`); a file that cannot be written (disk full, no
+permission) is one line on stderr and exit status 2, and leaves nothing at its name.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["register", "run_simulate_lge"]
+from cmrecon.errors import CmreconError
+from cmrecon.io.atomic import make_folder
+
+__all__ = ["register", "run_simulate_lge", "truth_path"]
 
 
 def _matrix(text: str) -> tuple[int, int]:
@@ -35,6 +45,36 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--partial-fourier must be 1, 7/8 or 6/8, got {text!r}") from exc
 
 
+def truth_path(output: Path, truth: str | None) -> Path:
+    """Where ``cmrecon simulate`` writes the ground truth for ``output`` and ``--truth``.
+
+    Parameters
+    ----------
+    output : the raw-data file (``-o``).
+    truth : ``--truth`` as typed, or None.
+
+    Returns
+    -------
+    ``<output stem>_truth.npz`` beside ``output`` when ``truth`` is None; inside ``truth`` when it
+    is an existing folder or ends in a path separator; otherwise ``truth`` exactly.
+
+    Raises
+    ------
+    CmreconError
+        The truth would overwrite the output.
+    """
+    name = output.stem + "_truth.npz"
+    if truth is None:
+        path = output.with_name(name)
+    elif truth.endswith(("/", os.sep)) or Path(truth).is_dir():
+        path = Path(truth) / name
+    else:
+        path = Path(truth)
+    if path.resolve() == output.resolve():
+        raise CmreconError(f"--truth {truth} is the output file {output}; give another name")
+    return path
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``simulate`` (with its ``lge`` kind) to the cmrecon CLI; handler ``args.func(args) -> int``."""
     from cmrecon.sim.lge import LgeParams
@@ -46,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = kinds.add_parser("lge", help="free-breathing interleaved IR/PD single-shot bSSFP LGE",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
-    p.add_argument("--truth", type=Path, default=None,
-                   help="ground-truth npz to write (default: <output stem>_truth.npz)")
+    p.add_argument("--truth", default=None,
+                   help="ground-truth npz: a file name, written as given, or a folder (existing, or "
+                        "ending in /) that gets <output stem>_truth.npz (default: beside the output)")
     p.add_argument("--no-truth", action="store_true", help="do not write the ground truth")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--slices", type=int, default=d.slices)
@@ -76,10 +117,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_simulate_lge(args: argparse.Namespace) -> int:
-    """Handler of ``cmrecon simulate lge``: simulate, write the HDF5 and the truth; return 0."""
+    """Handler of ``cmrecon simulate lge``: simulate, write the HDF5 and the truth; return 0.
+
+    Raises
+    ------
+    CmreconError
+        Contradicting or unusable paths (checked before simulating), or a file that cannot be
+        written (``OutputError``).
+    """
     from cmrecon.io.mrdfile import write_dataset
     from cmrecon.sim.lge import LgeParams, simulate_lge
 
+    if args.output.is_dir():
+        raise CmreconError(f"-o {args.output} is a folder; give an HDF5 file name")
+    if args.no_truth and args.truth is not None:
+        raise CmreconError("--truth and --no-truth contradict each other; give one")
+    truth = None if args.no_truth else truth_path(args.output, args.truth)
     params = LgeParams(
         slices=args.slices, repeats=args.repeats, coils=args.coils, matrix=tuple(args.matrix),
         acceleration=args.acceleration, acs_lines=args.acs_lines, acs_mode=args.acs_mode,
@@ -90,11 +143,11 @@ def run_simulate_lge(args: argparse.Namespace) -> int:
         add_noise=not args.noise_free)
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     case = simulate_lge(params, progress=progress)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(args.output.parent)
     n_acq, _ = write_dataset(args.output, case.header_xml, case.items)
     print(f"wrote {args.output} ({n_acq} acquisitions)")
-    if not args.no_truth:
-        truth_path = args.truth or args.output.with_name(args.output.stem + "_truth.npz")
-        case.truth.save(truth_path)
-        print(f"wrote {truth_path}")
+    if truth is not None:
+        make_folder(truth.parent)
+        case.truth.save(truth)
+        print(f"wrote {truth}")
     return 0
