@@ -15,6 +15,29 @@ from mrd_cases import write_case  # noqa: E402
 
 
 @pytest.fixture()
+def weights_folder(tmp_path, monkeypatch) -> Path:
+    """``tmp_path`` is a configured weights folder for one test (as ``CMRECON_WEIGHTS_PATH``,
+    which a ``cmrecon`` main called by the test rebuilds its settings from).
+    """
+    import dataclasses
+
+    from cmrecon import runtime
+    monkeypatch.setenv(runtime.WEIGHTS_PATH_ENV, str(tmp_path))
+    monkeypatch.setattr(runtime, "_configured",
+                        dataclasses.replace(runtime.current(), weights_path=(str(tmp_path),)))
+    return tmp_path
+
+
+@pytest.fixture()
+def fresh_model_cache():
+    """An empty process-wide model cache before and after the test."""
+    from cmrecon.models import serving
+    serving.clear_cache()
+    yield
+    serving.clear_cache()
+
+
+@pytest.fixture()
 def one_torch_thread():
     """Tiny models run fastest on one thread (and do not fight the other tests' threads)."""
     before = torch.get_num_threads()

@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chains", help="directory of chain files (default: the repository's chains/)")
     p.add_argument("--max-connections", type=int, default=32)
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds a silent client is kept")
+    p.add_argument("--weights-path", action="append", metavar="DIR",
+                   help="folder whose weights files a chain may name (repeatable or os.pathsep-separated; "
+                        "default CMRECON_WEIGHTS_PATH; shipped weights are always allowed)")
     p.add_argument("--session-timeout", type=float, default=3600.0,
                    help="seconds one session may last (default 3600)")
     p.add_argument("--min-rate", type=float, default=256.0,
@@ -273,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from cmrecon.runtime import Settings, configure
-        settings = configure(Settings.build(threads=args.threads))
+        settings = configure(Settings.build(threads=args.threads,
+                                            weights_path=getattr(args, "weights_path", None)))
         if args.command in ("serve", "replay", "evaluate", "demo"):
             logging.getLogger("cmrecon").info(
                 "threads: BLAS %s, torch %s (--threads, CMRECON_BLAS_THREADS, CMRECON_TORCH_THREADS)",

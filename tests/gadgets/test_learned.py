@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from cmrecon import runtime
 from cmrecon.chain.definition import load_file, resolve, with_step_params
 from cmrecon.errors import StepError
 from cmrecon.models import adapter, shipped
@@ -21,20 +19,9 @@ from cmrecon.products.lge import MappedKspace, PsirImages
 
 from paths import DATA, ROOT
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_model_cache")
 
 TINY = dict(num_cascades=1, chans=4, sens_chans=2, pools=2, sens_pools=2)
-
-
-@pytest.fixture()
-def weights_folder(tmp_path, monkeypatch) -> Path:
-    """``tmp_path`` is a configured weights folder for one test (as ``CMRECON_WEIGHTS_PATH``,
-    which a ``cmrecon`` main called by the test rebuilds its settings from).
-    """
-    monkeypatch.setenv(runtime.WEIGHTS_PATH_ENV, str(tmp_path))
-    monkeypatch.setattr(runtime, "_configured",
-                        dataclasses.replace(runtime.current(), weights_path=(str(tmp_path),)))
-    return tmp_path
 
 
 @pytest.fixture()
@@ -44,13 +31,6 @@ def tiny_ckpt(weights_folder) -> Path:
     path = weights_folder / "tiny.pt"
     save_checkpoint(path, model, model.model_config(), {"note": "test"})
     return path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    inf.clear_cache()
-    yield
-    inf.clear_cache()
 
 
 # --- shipped weights ----------------------------------------------------------------------------

@@ -17,18 +17,11 @@ from cmrecon.models import serving, weights
 from cmrecon.models.psirnet import PSIRNet
 from cmrecon.models.weights import save_checkpoint
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_model_cache")
 
 TINY = dict(num_cascades=1, chans=4, sens_chans=2, pools=2, sens_pools=2)
 #: Seconds a test waits for something that should happen at once (generous: a busy machine).
 PROMPT_S = 20.0
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    serving.clear_cache()
-    yield
-    serving.clear_cache()
 
 
 @pytest.fixture()

@@ -7,9 +7,7 @@ reply tells a client nothing about the server's file system.
 
 from __future__ import annotations
 
-import gc
 import os
-import warnings
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from cmrecon.models.weights import WeightsError, save_checkpoint
 
 from paths import DATA
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_model_cache")
 
 TINY = dict(num_cascades=1, chans=4, sens_chans=2, pools=2, sens_pools=2)
 
@@ -32,13 +30,6 @@ def _checkpoint(path: Path) -> Path:
     model = PSIRNet(**TINY)
     save_checkpoint(path, model, model.model_config(), {})
     return path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    serving.clear_cache()
-    yield
-    serving.clear_cache()
 
 
 @pytest.fixture()
@@ -154,8 +145,3 @@ def test_over_the_wire_the_client_cannot_tell_which_paths_exist(server, outside)
         replies[spec] = str(info.value).replace(repr(spec), "<spec>")
     assert len(set(replies.values())) == 1, replies
     assert "refused" in replies["/etc/passwd"]
-    # replay_remote leaves its socket to the garbage collector after an early ERR (its reader
-    # file is never closed: server/client.py); collect it here, not in a later test
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()

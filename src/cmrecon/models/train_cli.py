@@ -28,7 +28,8 @@ def _run_refine(args: argparse.Namespace) -> int:
     best = train_refine(args.out, n_train=args.samples, n_val=args.val_samples, minutes=args.minutes,
                         seed=args.seed, threads=args.threads,
                         say=lambda line: print(line, flush=True))
-    print(f"weights: {args.out}/best.pt (+ .sha256); use in a chain: psir_refine weights={args.out}/best.pt")
+    print(f"weights: {args.out}/best.pt (+ .sha256); use in a chain: psir_refine weights={args.out}/best.pt "
+          f"(with {args.out} in CMRECON_WEIGHTS_PATH or cmrecon serve --weights-path)")
     return 0 if best["epoch"] > 0 else 1
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from cmrecon.io.atomic import atomic_path
 from cmrecon.models.device import resolve_device
 from cmrecon.models.train_config import TARGET_KEYS, ConfigError, OptimSection, TrainConfig, config_from_dict, same_run
 from cmrecon.models.train_data import MODEL_INPUTS, batches, make_validation_set
@@ -149,9 +150,9 @@ class TrainResult:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`cmrecon.io.atomic.atomic_path`: the state is whole or absent."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _log(fh, row: dict[str, Any]) -> None:

@@ -23,7 +23,8 @@ def _run_import(args: argparse.Namespace) -> int:
     digest = save_checkpoint(args.output, loaded.model, loaded.config,
                              {"source": src.name, "source_sha256": loaded.sha256, "preset": args.preset})
     print(f"wrote {args.output} (sha256 {digest}) from {src.name} (sha256 {loaded.sha256}); "
-          f"use it in a chain: psirnet_recon weights={args.output}")
+          f"use it in a chain: psirnet_recon weights={args.output} (with its folder in "
+          "CMRECON_WEIGHTS_PATH or cmrecon serve --weights-path)")
     return 0
 
 

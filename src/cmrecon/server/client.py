@@ -119,7 +119,8 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
 
     thread = threading.Thread(target=sender, name="cmrecon-replay-send", daemon=True)
     thread.start()
-    reader = P.MessageReader(sock.makefile("rb"))
+    rfile = sock.makefile("rb")
+    reader = P.MessageReader(rfile)
     try:
         while True:
             msg = reader.read()
@@ -142,6 +143,7 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
         result.errors.append(f"connection failed: {exc}")
     finally:
         thread.join(timeout=timeout_s)
+        rfile.close()   # the socket closes only once its file objects are closed too
         sock.close()
         progress.close()
     input_errors = [exc for exc in send_error if not isinstance(exc, OSError)]
@@ -161,13 +163,13 @@ def query_server(text: str, host: str = "127.0.0.1", port: int = 9002, timeout_s
         No connection, no answer within ``timeout_s``, or an error reply.
     """
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            wfile = sock.makefile("wb")
+        with socket.create_connection((host, port), timeout=timeout_s) as sock, \
+                sock.makefile("wb") as wfile, sock.makefile("rb") as rfile:
             writer = P.MessageWriter(wfile)
             writer.write(P.Query(0, 1, text))
             writer.write(P.Close())
             writer.flush()
-            reader = P.MessageReader(sock.makefile("rb"))
+            reader = P.MessageReader(rfile)
             while True:
                 msg = reader.read()
                 if msg is None or isinstance(msg, P.Close):
