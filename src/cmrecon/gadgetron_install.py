@@ -17,7 +17,6 @@ starts every ``<external>`` with the first ``python`` (else ``python3``) on its 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmrecon.errors import CmreconError
+from cmrecon.io.atomic import atomic_path
 
 
 @dataclass
@@ -91,9 +91,8 @@ def install(home: Path, path: str | None = None, python: str | None = None,
     for name in list_chains():
         target = config_dir / f"{name}.xml"
         if not dry_run:
-            tmp = target.with_suffix(".xml.tmp")
-            tmp.write_text(to_xml(resolve(name)), encoding="utf-8")
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                tmp.write_text(to_xml(resolve(name)), encoding="utf-8")
         report.written.append(target.name)
     report.python = python or gadgetron_python(path) or ""
     if not report.python:

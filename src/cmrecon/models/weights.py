@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, Optional, Union
@@ -324,19 +323,12 @@ def save_checkpoint(path: PathLike, model: PSIRNet, config: Dict[str, Any],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "torch_version": str(torch.__version__),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from cmrecon.io.atomic import atomic_path
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
         digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    side = sidecar_path(path)
-    side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(side_tmp, side)
+    with atomic_path(sidecar_path(path)) as tmp:
+        tmp.write_text(f"{digest}  {path.name}\n")
     return digest
 
 
