@@ -23,9 +23,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise CmreconError(f"--port {args.port} is not a TCP port (0-65535)")
     try:
         from cmrecon.chain.limits import SessionLimits
-        limits = SessionLimits(max_matrix=args.max_matrix, max_partitions=args.max_partitions,
-                               max_coils=args.max_coils, max_slices=args.max_slices,
-                               max_counter=args.max_counter)
+        # one --max-* option per SessionLimits field (build_parser makes them from the same fields)
+        limits = SessionLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SessionLimits)})
         server = MrdServer(args.host, args.port, Path(args.chains) if args.chains else None,
                            max_connections=args.max_connections, idle_timeout_s=args.idle_timeout,
                            session_limits=limits, session_timeout_s=args.session_timeout,
