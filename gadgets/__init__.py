@@ -6,7 +6,7 @@ through :func:`__getattr__`.
 """
 
 # Module names must differ from step names: the step entry points resolve through __getattr__.
-from cmrecon_gadgets import basic, cartesian, learned, lge_steps, raw  # noqa: F401  (registration side effects)
+from cmrecon_gadgets import basic, cartesian, cine_steps, learned, lge_steps, raw  # noqa: F401  (registration side effects)
 
 
 def __getattr__(name: str):
