@@ -82,10 +82,11 @@ class SliceScore:
 
 @dataclass
 class EvalTable:
-    """Per-slice scores and their per-chain summary (mean ± sd over slices)."""
+    """Per-slice scores and their per-chain summary (mean ± sd over slices) in the columns ``metrics``."""
 
     rows: list[SliceScore] = field(default_factory=list)
     command: str = ""
+    metrics: tuple[tuple[str, str, bool], ...] = METRICS
 
     @property
     def chains(self) -> list[str]:
@@ -102,7 +103,7 @@ class EvalTable:
         for chain in self.chains:
             rows = [r for r in self.rows if r.chain == chain]
             out[chain] = {}
-            for key, _, _ in METRICS:
+            for key, _, _ in self.metrics:
                 v = np.array([r.metrics[key] for r in rows], dtype=np.float64)
                 out[chain][key] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
             t = np.array([r.seconds for r in rows])
@@ -113,13 +114,14 @@ class EvalTable:
         """The summary as a markdown table (one row per chain)."""
         summ = self.summary()
         n = {c: sum(r.chain == c for r in self.rows) for c in self.chains}
-        head = ["chain", "slices"] + [h for _, h, _ in METRICS] + ["s/slice (median)"]
+        head = ["chain", "slices"] + [h for _, h, _ in self.metrics] + ["s/slice (median)"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for chain in self.chains:
             cells = [chain, str(n[chain])]
-            for key, _, _ in METRICS:
+            for key, _, _ in self.metrics:
                 m, sd = summ[chain][key]
-                cells.append(f"{m:.3f} ± {sd:.3f}" if "psnr" not in key else f"{m:.2f} ± {sd:.2f}")
+                digits = 2 if "psnr" in key else 4 if "nmse" in key else 3
+                cells.append(f"{m:.{digits}f} ± {sd:.{digits}f}")
             cells.append(f"{summ[chain]['seconds_per_slice'][0]:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
@@ -128,9 +130,9 @@ class EvalTable:
         """Per-slice rows as CSV (chain, case, slice, every metric, seconds)."""
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["chain", "case", "slice"] + [k for k, _, _ in METRICS] + ["seconds"])
+        w.writerow(["chain", "case", "slice"] + [k for k, _, _ in self.metrics] + ["seconds"])
         for r in self.rows:
-            w.writerow([r.chain, r.case, r.slice] + [f"{r.metrics[k]:.6g}" for k, _, _ in METRICS]
+            w.writerow([r.chain, r.case, r.slice] + [f"{r.metrics[k]:.6g}" for k, _, _ in self.metrics]
                        + [f"{r.seconds:.3f}"])
         return buf.getvalue()
 
@@ -138,7 +140,7 @@ class EvalTable:
         """The summary as CSV: chain, metric_mean, metric_sd..."""
         buf = io.StringIO()
         w = csv.writer(buf)
-        keys = [k for k, _, _ in METRICS]
+        keys = [k for k, _, _ in self.metrics]
         w.writerow(["chain", "slices"] + [f"{k}_{s}" for k in keys for s in ("mean", "sd")])
         summ = self.summary()
         for chain in self.chains:
@@ -355,39 +357,84 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
-def _run(args: argparse.Namespace) -> int:
-    from cmrecon.params import parse_params
-    from cmrecon.sim.lge import LgeParams
-    raw = dict(slices=args.slices, repeats=args.repeats, coils=args.coils, matrix=args.matrix,
-               acceleration=args.acceleration, resp_amplitude_mm=args.resp_amplitude_mm,
-               snr=args.snr, partial_fourier=float(Fraction(args.partial_fourier)))
-    for pair in args.set or []:
+def _extra_params(pairs: list[str] | None) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs as a dict (dashes in keys become underscores)."""
+    raw: dict[str, str] = {}
+    for pair in pairs or []:
         if "=" not in pair:
             raise CmreconError(f"--set expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
         raw[key.strip().replace("-", "_")] = value
-    cases = [parse_params(LgeParams, dict(raw, seed=s), "evaluate --set") for s in _seeds(args.seeds)]
+    return raw
+
+
+def _accelerations(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CmreconError(f"--acceleration must be integers separated by commas, got {text!r}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cmrecon.evaluate_cine import evaluate_cine, is_cine_chain
+    from cmrecon.params import parse_params
+
+    chains = [resolve(c) for c in args.chain]
+    cine = [is_cine_chain(c) for c in chains]
+    if any(cine) and not all(cine):
+        raise CmreconError("evaluate takes LGE chains or cine chains, not both: "
+                           + ", ".join(f"{c.name} ({'cine' if k else 'LGE'})" for c, k in zip(chains, cine)))
     command = "cmrecon evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    table = evaluate(args.chain, cases, out_dir=args.output, png=not args.no_png, command=command)
+    extra = _extra_params(args.set)
+    if all(cine):
+        from cmrecon.sim.cine import CineParams
+        raw = dict(slices=args.slices, coils=args.coils or 10, matrix=args.matrix or "128x128",
+                   phases=args.phases, sampling=args.sampling, **({"snr": args.snr} if args.snr else {}))
+        cases = [parse_params(CineParams, dict(raw, acceleration=R, seed=s, **extra), "evaluate --set")
+                 for R in _accelerations(args.acceleration or "4,8,10") for s in _seeds(args.seeds)]
+        tables = evaluate_cine(chains, cases, out_dir=args.output, png=not args.no_png, command=command)
+        for R in sorted(tables):
+            sys.stdout.write(f"## R = {R}\n\n" + tables[R].to_markdown() + "\n")
+        return 0
+    from cmrecon.sim.lge import LgeParams
+    accel = _accelerations(args.acceleration or "2")
+    if len(accel) != 1:
+        raise CmreconError(f"--acceleration takes one value for LGE chains, got {args.acceleration!r}")
+    raw = dict(slices=args.slices, repeats=args.repeats, coils=args.coils or 16, matrix=args.matrix or "128x96",
+               acceleration=accel[0], resp_amplitude_mm=args.resp_amplitude_mm,
+               snr=args.snr or 25.0, partial_fourier=float(Fraction(args.partial_fourier)))
+    cases = [parse_params(LgeParams, dict(raw, seed=s, **extra), "evaluate --set") for s in _seeds(args.seeds)]
+    table = evaluate(chains, cases, out_dir=args.output, png=not args.no_png, command=command)
     sys.stdout.write(table.to_markdown())
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add ``cmrecon evaluate`` to the CLI."""
-    p = subparsers.add_parser("evaluate", help="score PSIR chains on simulated LGE cases against the truth")
-    p.add_argument("-c", "--chain", nargs="+", required=True, help="chain names (e.g. psir_classic psir_moco)")
+    p = subparsers.add_parser(
+        "evaluate", help="score LGE (PSIR) or cine chains on simulated cases against the truth",
+        description="Score chains on simulated cases against the simulator's truth. LGE chains "
+                    "(emit_images) are scored on their PSIR; cine chains (emit_cine) per phase, "
+                    "one table per acceleration.")
+    p.add_argument("-c", "--chain", nargs="+", required=True,
+                   help="chain names, all LGE (e.g. psir_classic psir_moco) or all cine (e.g. cine_sense cine_lps)")
     p.add_argument("--seeds", default="0-9", help="simulation seeds: 0-9, 1,4,7 (default 0-9)")
     p.add_argument("--slices", type=int, default=1, help="slices per case (default 1)")
-    p.add_argument("--repeats", type=int, default=8, help="IR/PD repeats per slice (default 8)")
-    p.add_argument("--coils", type=int, default=16)
-    p.add_argument("--matrix", default="128x96", help="RO x PE reconstructed matrix (default 128x96)")
-    p.add_argument("--acceleration", type=int, default=2)
-    p.add_argument("--partial-fourier", default="1", help="1, 7/8 or 6/8")
-    p.add_argument("--resp-amplitude-mm", type=float, default=4.0, help="breathing amplitude (default 4 mm)")
-    p.add_argument("--snr", type=float, default=25.0, help="PD blood SNR of one repeat (default 25)")
+    p.add_argument("--repeats", type=int, default=8, help="LGE: IR/PD repeats per slice (default 8)")
+    p.add_argument("--coils", type=int, default=None, help="receive coils (default: LGE 16, cine 10)")
+    p.add_argument("--matrix", default=None, help="RO x PE reconstructed matrix (default: LGE 128x96, cine 128x128)")
+    p.add_argument("--acceleration", default=None,
+                   help="R; cine takes a list, one table each (default: LGE 2, cine 4,8,10)")
+    p.add_argument("--partial-fourier", default="1", help="LGE: 1, 7/8 or 6/8")
+    p.add_argument("--resp-amplitude-mm", type=float, default=4.0, help="LGE: breathing amplitude (default 4 mm)")
+    p.add_argument("--snr", type=float, default=None,
+                   help="LGE: PD blood SNR of one repeat (default 25); cine: blood SNR of one phase "
+                        "(default: the simulator's)")
+    p.add_argument("--phases", type=int, default=20, help="cine: cardiac phases (default 20)")
+    p.add_argument("--sampling", choices=("equispaced", "kt_interleaved"), default="equispaced",
+                   help="cine: undersampling pattern (default equispaced, the CMRxRecon 2023 masks)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other LgeParams field (repeatable), e.g. --set field_t=3.0")
+                   help="any other LgeParams / CineParams field (repeatable), e.g. --set field_t=3.0")
     p.add_argument("-o", "--output", help="directory for results.md/.csv and PNG panels")
     p.add_argument("--no-png", action="store_true", help="do not write PNG panels")
     p.set_defaults(func=_run)
