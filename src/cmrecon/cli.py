@@ -181,6 +181,12 @@ def _chains(args: argparse.Namespace) -> int:
     if args.action == "xml":
         sys.stdout.write(to_xml(chain))
         return 0
+    if args.action == "ui-json":   # OpenRecon-style UI parameters (docs/protocol.md, "Parameter JSON")
+        import json
+
+        from cmrecon.chain.ui_params import ui_json
+        sys.stdout.write(json.dumps(ui_json(chain), indent=2, allow_nan=False) + "\n")
+        return 0
     print(f"chain {chain.name}: {chain.description.strip()}")
     for i, step in enumerate(chain.steps, 1):
         spec = get_step(step.name)
@@ -250,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     p.set_defaults(func=_query)
 
-    p = sub.add_parser("chains", help="list, show or validate chains")
-    p.add_argument("action", choices=["list", "show", "validate", "xml", "steps"])
+    p = sub.add_parser("chains", help="list, show or validate chains; write one as Gadgetron XML or "
+                                      "OpenRecon-style UI-parameter JSON (ui-json)")
+    p.add_argument("action", choices=["list", "show", "validate", "xml", "ui-json", "steps"])
     p.add_argument("target", nargs="?", help="chain name or file")
     p.set_defaults(func=_chains)
 

@@ -1,9 +1,10 @@
 """One client session of the MRD stream protocol, independent of how bytes arrive.
 
 Session order (docs/protocol.md): CONFIG_FILE or CONFIG_TEXT, HEADER, data messages, CLOSE;
-QUERY may come at any point and is answered at once; TEXT from the client (FIRE-style JSON
-parameters) is logged. Images stream back as the chain yields them; errors go back as TEXT
-``ERR …`` followed by CLOSE. Nothing here knows about sockets: the server and tests hand in
+QUERY may come at any point and is answered at once; TEXT from the client is logged, except one
+FIRE / OpenRecon parameter JSON between the HEADER and the first data item, which sets the
+chain's step parameters (:mod:`cmrecon.chain.ui_params`). Images stream back as the chain
+yields them; errors go back as TEXT ``ERR …`` followed by CLOSE. Nothing here knows about sockets: the server and tests hand in
 a :class:`MessageReader` and a :class:`MessageWriter`.
 """
 
@@ -22,7 +23,8 @@ from cmrecon.chain.definition import Chain, load_xml, resolve
 from cmrecon.chain.limits import SessionLimits
 from cmrecon.chain.registry import known_steps
 from cmrecon.chain.runner import run_chain
-from cmrecon.errors import Cancelled, CmreconError, ProtocolError
+from cmrecon.chain.ui_params import ParameterSet, apply_parameters, names_other_chain, read_parameter_text
+from cmrecon.errors import Cancelled, ChainError, CmreconError, ProtocolError
 from cmrecon.io import protocol as P
 from cmrecon.io.header import version_warning
 
@@ -47,6 +49,7 @@ class SessionStats:
     error: str = ""
     texts_in: list[str] = field(default_factory=list)   # the first KEPT_TEXTS, each cut to KEPT_TEXT_CHARS
     texts_count: int = 0
+    parameters_set: int = 0   # step parameters set by the client's parameter JSON
 
     def add_text(self, text: str) -> None:
         """Count a client TEXT; keep a bounded excerpt (300 × 1 MiB of TEXT once kept 300 MB)."""
@@ -98,6 +101,7 @@ class Session:
         self.log = log or logging.getLogger("cmrecon.session")
         self.stats = SessionStats()
         self._write_lock = threading.Lock()
+        self._chain_by_name = False   # the chain came as CONFIG_FILE (a name), not inline XML
 
     def _send(self, msg: P.Message) -> None:
         with self._write_lock:
@@ -114,25 +118,78 @@ class Session:
                 self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
                 continue
             if isinstance(msg, P.Text):
-                self.stats.add_text(msg.text)
-                self.log.info("client text: %s", msg.text[:200])
+                self._log_text(msg.text, f"while the server expected {phase}")
                 continue
             if isinstance(msg, P.Close):
                 raise ClientClosed(f"client sent CLOSE while the server expected {phase}")
             return msg
 
+    def _log_text(self, text: str, when: str) -> None:
+        """Count and log a client TEXT that arrives where no parameter JSON may (ChainError if it is one)."""
+        self.stats.add_text(text)
+        if read_parameter_text(text) is not None:
+            raise ChainError(f"a parameter JSON arrived {when}; it is read only between the HEADER (3) "
+                             "and the first data item")
+        self.log.info("client text: %s", text[:200])
+
     def _resolve_chain(self) -> Chain:
         msg = self._next_control("CONFIG_FILE (1) or CONFIG_TEXT (2)")
         if isinstance(msg, P.ConfigFile):
+            self._chain_by_name = True
             return resolve(msg.name, self.chains_dir)
         if isinstance(msg, P.ConfigText):
             return load_xml(msg.text, "inline")
         raise ProtocolError(f"expected CONFIG_FILE (1) or CONFIG_TEXT (2) first, got {type(msg).__name__}")
 
-    def _data(self) -> Iterator[object]:
-        """Yield data items until CLOSE; answer queries and log texts in between."""
+    def _parameters(self, chain: Chain) -> tuple[Chain, P.Message | None]:
+        """Read up to the first data item: QUERY answered, TEXT logged, one parameter JSON applied.
+
+        Returns the chain (with the client's parameters) and the first message after them (a data
+        item, CLOSE, or None when the client went away), which :meth:`_data` starts from.
+        """
+        seen = False
         while True:
             msg = self.reader.read()
+            if isinstance(msg, P.Query):
+                self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
+                continue
+            if not isinstance(msg, P.Text):
+                return chain, msg
+            self.stats.add_text(msg.text)
+            params = read_parameter_text(msg.text)
+            if params is None:
+                self.log.info("client text: %s", msg.text[:200])
+                continue
+            if seen:
+                raise ChainError("a second parameter JSON before the data; send all parameters in one")
+            seen = True
+            chain = self._apply(chain, params)
+
+    def _apply(self, chain: Chain, params: ParameterSet) -> Chain:
+        """``chain`` (or the chain the JSON's ``config`` names) with the JSON's parameters set."""
+        if names_other_chain(params.chain, chain):
+            if not self._chain_by_name:
+                raise ChainError(f"the parameter JSON's config names chain '{params.chain}', but this "
+                                 f"session's chain came inline as CONFIG_TEXT (2); drop config or send "
+                                 f"the chain's name as CONFIG_FILE (1)")
+            self.log.info("parameter JSON: config '%s' replaces chain '%s'", params.chain, chain.name)
+            chain = resolve(params.chain, self.chains_dir)
+            self.stats.chain = chain.name
+        for key in params.ignored:
+            self.log.info("parameter JSON: '%s' (a python-ismrmrd-server option) means nothing to "
+                          "chain '%s'; ignored", key, chain.name)
+        chain = apply_parameters(chain, params.values)
+        self.stats.parameters_set = len(params.values)
+        if params.values:
+            shown = ", ".join(f"{k}={str(v)[:40]}" for k, v in params.values.items())
+            self.log.info("parameter JSON sets %d parameter(s) of chain '%s': %s",
+                          len(params.values), chain.name, shown[:2000])
+        return chain
+
+    def _data(self, first: P.Message | None) -> Iterator[object]:
+        """Yield data items, from ``first``, until CLOSE; answer queries and log texts in between."""
+        msg = first
+        while True:
             if msg is None:
                 raise ProtocolError("client disconnected before CLOSE; the stream is incomplete")
             if isinstance(msg, P.Close):
@@ -140,8 +197,7 @@ class Session:
             if isinstance(msg, P.Query):
                 self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
             elif isinstance(msg, P.Text):
-                self.stats.add_text(msg.text)
-                self.log.info("client text: %s", msg.text[:200])
+                self._log_text(msg.text, f"after {self.stats.items_in} data item(s)")
             elif isinstance(msg, P.Error):
                 raise ProtocolError(f"client reported an error: {msg.text}")
             elif isinstance(msg, (ismrmrd.Acquisition, ismrmrd.Waveform, ismrmrd.Image)):
@@ -149,6 +205,7 @@ class Session:
                 yield msg
             else:
                 raise ProtocolError(f"{type(msg).__name__} is not allowed after the header")
+            msg = self.reader.read()
 
     def run(self) -> SessionStats:
         """Run the session to its end; never raises for client or chain errors.
@@ -167,7 +224,8 @@ class Session:
             if warning:  # our chains still run; the client learns why a Gadgetron would not
                 self.log.warning("%s", warning)
                 self._send(P.Text(f"WARNING {warning}"))
-            for item in run_chain(chain, header.xml, self._data(), self.log, self.session_limits,
+            chain, first = self._parameters(chain)
+            for item in run_chain(chain, header.xml, self._data(first), self.log, self.session_limits,
                                   self.cancel):
                 self._send(item)
                 self.stats.items_out += 1
