@@ -6,6 +6,9 @@ Usage::
         --coils 16 --matrix 128x96 --acceleration 2 --acs-lines 24 --acs-mode embedded \\
         --partial-fourier 1 --oversampling 2 --field 1.5 --heart-rate 60 --ti 300 \\
         --resp-mm 4 --snr 25
+    cmrecon simulate cine -o cine.h5 [--truth cine_truth.npz] --seed 1 --slices 1 --phases 20 \\
+        --coils 10 --matrix 128x128 --acceleration 8 --acs-lines 24 --sampling equispaced \\
+        --oversampling 2 --field 1.5 --heart-rate 60 --snr 20
 
 Progress lines (one per slice) go to stderr; the file paths and a summary line to stdout.
 
@@ -27,7 +30,7 @@ from pathlib import Path
 from cmrecon.errors import CmreconError
 from cmrecon.io.atomic import make_folder
 
-__all__ = ["register", "run_simulate_lge", "truth_path"]
+__all__ = ["register", "run_simulate_cine", "run_simulate_lge", "truth_path"]
 
 
 def _matrix(text: str) -> tuple[int, int]:
@@ -76,7 +79,7 @@ def truth_path(output: Path, truth: str | None) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``simulate`` (with its ``lge`` kind) to the cmrecon CLI; handler ``args.func(args) -> int``."""
+    """Add ``simulate`` (kinds ``lge`` and ``cine``) to the cmrecon CLI; handler ``args.func(args) -> int``."""
     from cmrecon.sim.lge import LgeParams
 
     d = LgeParams()
@@ -113,7 +116,43 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--noise-free", action="store_true", help="no noise on the imaging readouts")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_simulate_lge)
+    _register_cine(kinds)
     return sim
+
+
+def _register_cine(kinds: argparse._SubParsersAction) -> None:
+    """Add the ``cine`` kind to ``cmrecon simulate``."""
+    from cmrecon.sim.cine import CineParams
+    from cmrecon.sim.sampling import CINE_SAMPLING
+
+    d = CineParams()
+    p = kinds.add_parser("cine", help="ECG-triggered segmented bSSFP short-axis cine",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
+    p.add_argument("--truth", default=None,
+                   help="ground-truth npz: a file name, written as given, or a folder (existing, or "
+                        "ending in /) that gets <output stem>_truth.npz (default: beside the output)")
+    p.add_argument("--no-truth", action="store_true", help="do not write the ground truth")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed: bit-identical output)")
+    p.add_argument("--slices", type=int, default=d.slices, help="short-axis slices (one breath-hold each)")
+    p.add_argument("--phases", type=int, default=d.phases, help="cardiac phases per slice")
+    p.add_argument("--coils", type=int, default=d.coils, help="receive channels")
+    p.add_argument("--matrix", type=_matrix, default=d.matrix, help="readout x phase, e.g. 128x128")
+    p.add_argument("--fov", type=_matrix, default=(int(d.fov_mm[0]), int(d.fov_mm[1])),
+                   help="readout x phase field of view, mm")
+    p.add_argument("--acceleration", type=int, default=d.acceleration, help="phase-encode factor R")
+    p.add_argument("--acs-lines", type=int, default=d.acs_lines, help="calibration rows about the centre (R > 1)")
+    p.add_argument("--sampling", choices=CINE_SAMPLING, default=d.sampling,
+                   help="the same rows in every phase, or shifted by one row per phase")
+    p.add_argument("--oversampling", type=int, choices=(1, 2), default=d.readout_oversampling,
+                   help="readout oversampling factor")
+    p.add_argument("--field", type=float, choices=(1.5, 3.0), default=d.field_t, help="tesla")
+    p.add_argument("--heart-rate", type=float, default=d.heart_rate_bpm, help="beats per minute")
+    p.add_argument("--slice-thickness", type=float, default=d.slice_thickness_mm, help="mm")
+    p.add_argument("--snr", type=float, default=d.snr, help="LV-blood SNR of one fully sampled phase")
+    p.add_argument("--noise-free", action="store_true", help="no noise on the imaging readouts")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run_simulate_cine)
 
 
 def run_simulate_lge(args: argparse.Namespace) -> int:
@@ -125,14 +164,9 @@ def run_simulate_lge(args: argparse.Namespace) -> int:
         Contradicting or unusable paths (checked before simulating), or a file that cannot be
         written (``OutputError``).
     """
-    from cmrecon.io.mrdfile import write_dataset
     from cmrecon.sim.lge import LgeParams, simulate_lge
 
-    if args.output.is_dir():
-        raise CmreconError(f"-o {args.output} is a folder; give an HDF5 file name")
-    if args.no_truth and args.truth is not None:
-        raise CmreconError("--truth and --no-truth contradict each other; give one")
-    truth = None if args.no_truth else truth_path(args.output, args.truth)
+    truth = _checked_paths(args)
     params = LgeParams(
         slices=args.slices, repeats=args.repeats, coils=args.coils, matrix=tuple(args.matrix),
         acceleration=args.acceleration, acs_lines=args.acs_lines, acs_mode=args.acs_mode,
@@ -141,8 +175,50 @@ def run_simulate_lge(args: argparse.Namespace) -> int:
         resp_amplitude_mm=args.resp_mm, snr=args.snr, seed=args.seed,
         fov_mm=(float(args.fov[0]), float(args.fov[1])), slice_thickness_mm=args.slice_thickness,
         add_noise=not args.noise_free)
-    progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    case = simulate_lge(params, progress=progress)
+    _write(args, truth, simulate_lge(params, progress=_progress(args)))
+    return 0
+
+
+def run_simulate_cine(args: argparse.Namespace) -> int:
+    """Handler of ``cmrecon simulate cine``: simulate, write the HDF5 and the truth; return 0.
+
+    Raises
+    ------
+    CmreconError
+        Contradicting or unusable paths (checked before simulating), parameters out of range
+        (``SimParamError``), or a file that cannot be written (``OutputError``).
+    """
+    from cmrecon.sim.cine import CineParams, simulate_cine
+
+    truth = _checked_paths(args)
+    params = CineParams(
+        slices=args.slices, phases=args.phases, coils=args.coils, matrix=tuple(args.matrix),
+        fov_mm=(float(args.fov[0]), float(args.fov[1])), acceleration=args.acceleration,
+        acs_lines=args.acs_lines, sampling=args.sampling, readout_oversampling=args.oversampling,
+        field_t=args.field, heart_rate_bpm=args.heart_rate, snr=args.snr, seed=args.seed,
+        slice_thickness_mm=args.slice_thickness, add_noise=not args.noise_free)
+    _write(args, truth, simulate_cine(params, progress=_progress(args)))
+    return 0
+
+
+def _checked_paths(args: argparse.Namespace) -> Path | None:
+    """The truth path of ``args`` (None with ``--no-truth``), after refusing contradicting paths."""
+    if args.output.is_dir():
+        raise CmreconError(f"-o {args.output} is a folder; give an HDF5 file name")
+    if args.no_truth and args.truth is not None:
+        raise CmreconError("--truth and --no-truth contradict each other; give one")
+    return None if args.no_truth else truth_path(args.output, args.truth)
+
+
+def _progress(args: argparse.Namespace):
+    """Progress callback: one line per slice on stderr, or None with ``--quiet``."""
+    return None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _write(args: argparse.Namespace, truth: Path | None, case) -> None:
+    """Write ``case`` (SimCase or CineCase) to ``-o`` and its truth to ``truth``; print the paths."""
+    from cmrecon.io.mrdfile import write_dataset
+
     make_folder(args.output.parent)
     n_acq, _ = write_dataset(args.output, case.header_xml, case.items)
     print(f"wrote {args.output} ({n_acq} acquisitions)")
@@ -150,4 +226,3 @@ def run_simulate_lge(args: argparse.Namespace) -> int:
         make_folder(truth.parent)
         case.truth.save(truth)
         print(f"wrote {truth}")
-    return 0

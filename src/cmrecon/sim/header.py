@@ -1,4 +1,4 @@
-"""ISMRMRD XML header and slice geometry of a simulated LGE protocol."""
+"""ISMRMRD XML headers and slice geometry of the simulated LGE and cine protocols."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from cmrecon.io.header import schema_version
 from cmrecon.sim.sampling import Sampling
 
 if TYPE_CHECKING:
+    from cmrecon.sim.cine import CineParams
     from cmrecon.sim.lge import LgeParams
 
 
-def slice_geometry(p: LgeParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def slice_geometry(p: LgeParams | CineParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unit read/phase/slice directions (patient LPS) and per-slice centre positions (mm).
 
     A typical short-axis orientation: the slice normal points base → apex (patient left,
@@ -96,6 +97,79 @@ def make_header(p: LgeParams, sampling: Sampling) -> str:
         up.userParameterLong.append(xsd.userParameterLongType(name=name, value=value))
     for name, value in (("repeat_counter", p.repeat_counter), ("set_meaning", "0=IR,1=PD"),
                         ("cmrecon_sim_params", p.to_json())):
+        up.userParameterString.append(xsd.userParameterStringType(name=name, value=value))
+    h.userParameters = up
+    return xsd.ToXML(h)
+
+
+def make_cine_header(p: CineParams, mask: np.ndarray) -> str:
+    """ISMRMRD XML header of a simulated segmented bSSFP cine (ismrmrd.xsd classes).
+
+    Encoded space ``(os·n_ro, n_pe, 1)`` over ``(os·fov_ro, fov_pe, thickness)``; recon space
+    ``(n_ro, n_pe, 1)``; limits ``phase`` 0..phases−1, ``slice`` 0..slices−1,
+    ``kspace_encoding_step_1`` (first sampled row, n_pe − 1, n_pe // 2); parallel imaging R with
+    calibration mode ``embedded`` (equispaced), ``interleaved`` (kt) or ``other`` (R = 1);
+    TR, TE = TR/2, flip angle, ``TrueFISP``; userParameters ``RR_ms``, ``lines_per_segment``,
+    ``snr``, ``seed``, ``readout_oversampling``, ``sampling`` and ``cmrecon_sim_params`` (the
+    CineParams as JSON).
+
+    Parameters
+    ----------
+    p : CineParams.
+    mask : (phases, n_pe) bool, the rows sampled in each phase (:func:`cine_masks`).
+    """
+    n_ro, n_pe = p.matrix
+    os_ = p.readout_oversampling
+    h = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(
+        H1resonanceFrequency_Hz=int(round(42.577478e6 * p.field_t))))
+    h.version = schema_version()
+    h.measurementInformation = xsd.measurementInformationType(
+        measurementID=f"cmrecon_sim_cine_{p.seed}",
+        patientPosition=xsd.patientPositionType.HFS,
+        protocolName="cmrecon_sim_cine",
+        sequenceName="tfi_cine_segmented",
+        seriesDescription="simulated ECG-triggered segmented bSSFP short-axis cine")
+    h.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
+        systemVendor="cmrecon", systemModel="simulator", systemFieldStrength_T=float(p.field_t),
+        relativeReceiverNoiseBandwidth=1.0, receiverChannels=int(p.coils))
+
+    def lim(lo: int, hi: int, c: int) -> xsd.limitType:
+        return xsd.limitType(minimum=lo, maximum=hi, center=c)
+
+    mode = {"equispaced": xsd.calibrationModeType.EMBEDDED,
+            "kt_interleaved": xsd.calibrationModeType.INTERLEAVED}[p.sampling]
+    first_row = int(np.flatnonzero(np.asarray(mask).any(axis=0))[0])
+    enc = xsd.encodingType(
+        encodedSpace=xsd.encodingSpaceType(
+            matrixSize=xsd.matrixSizeType(x=n_ro * os_, y=n_pe, z=1),
+            fieldOfView_mm=xsd.fieldOfViewMm(x=p.fov_mm[0] * os_, y=p.fov_mm[1], z=p.slice_thickness_mm)),
+        reconSpace=xsd.encodingSpaceType(
+            matrixSize=xsd.matrixSizeType(x=n_ro, y=n_pe, z=1),
+            fieldOfView_mm=xsd.fieldOfViewMm(x=p.fov_mm[0], y=p.fov_mm[1], z=p.slice_thickness_mm)),
+        encodingLimits=xsd.encodingLimitsType(
+            kspace_encoding_step_0=lim(0, n_ro * os_ - 1, n_ro * os_ // 2),
+            kspace_encoding_step_1=lim(first_row, n_pe - 1, n_pe // 2),
+            kspace_encoding_step_2=lim(0, 0, 0),
+            average=lim(0, 0, 0), slice=lim(0, p.slices - 1, 0), contrast=lim(0, 0, 0),
+            phase=lim(0, p.phases - 1, 0), repetition=lim(0, 0, 0), set=lim(0, 0, 0),
+            segment=lim(0, 0, 0)),
+        trajectory=xsd.trajectoryType.CARTESIAN,
+        parallelImaging=xsd.parallelImagingType(
+            accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=p.acceleration,
+                                                          kspace_encoding_step_2=1),
+            calibrationMode=mode if p.acceleration > 1 else xsd.calibrationModeType.OTHER))
+    enc.echoTrainLength = p.segment_lines
+    h.encoding.append(enc)
+    h.sequenceParameters = xsd.sequenceParametersType(
+        TR=[p.tr_ms], TE=[p.tr_ms / 2], flipAngle_deg=[p.flip_deg], sequence_type="TrueFISP",
+        echo_spacing=[p.tr_ms])
+    up = xsd.userParametersType()
+    for name, value in (("RR_ms", p.rr_ms), ("snr", p.snr)):
+        up.userParameterDouble.append(xsd.userParameterDoubleType(name=name, value=value))
+    for name, value in (("lines_per_segment", p.segment_lines), ("readout_oversampling", p.readout_oversampling),
+                        ("seed", p.seed)):
+        up.userParameterLong.append(xsd.userParameterLongType(name=name, value=value))
+    for name, value in (("sampling", p.sampling), ("cmrecon_sim_params", p.to_json())):
         up.userParameterString.append(xsd.userParameterStringType(name=name, value=value))
     h.userParameters = up
     return xsd.ToXML(h)

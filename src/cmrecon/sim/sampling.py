@@ -81,3 +81,48 @@ def line_signals(sig_shot: np.ndarray, shot: tuple[int, ...], n_pe: int) -> np.n
     hi = np.minimum(lo + 1, len(shot) - 1)
     w = pos - lo
     return sig_shot[:, lo] * (1 - w) + sig_shot[:, hi] * w
+
+
+#: Cine sampling schemes (:func:`cine_masks`).
+CINE_SAMPLING = ("equispaced", "kt_interleaved")
+
+
+def cine_masks(n_pe: int, phases: int, acceleration: int, acs_lines: int, kind: str) -> np.ndarray:
+    """Phase-encode rows of every cardiac phase of a Cartesian cine (the CMRxRecon 2023 masks).
+
+    Parameters
+    ----------
+    n_pe : phase-encode matrix (rows).
+    phases : number of cardiac phases.
+    acceleration : R; 1 samples every row.
+    acs_lines : contiguous calibration rows ``[c − acs/2, c + acs/2)`` about ``c = n_pe // 2``,
+        sampled in every phase (R > 1).
+    kind : "equispaced" — rows ``(k − c) % R == 0``, the same in every phase; or
+        "kt_interleaved" — rows ``(k − c − p) % R == 0`` in phase ``p`` (shifted by one row per
+        phase), so ``R`` consecutive phases together sample every row.
+
+    Returns
+    -------
+    (phases, n_pe) bool
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``.
+
+    References
+    ----------
+    Wang C, Lyu J, Wang S, et al. CMRxRecon: an open cardiac MRI dataset for the competition of
+    accelerated image reconstruction. arXiv:2309.10836 (2023).
+    """
+    if kind not in CINE_SAMPLING:
+        raise ValueError(f"cine sampling kind must be one of {', '.join(CINE_SAMPLING)}, got {kind!r}")
+    c = n_pe // 2
+    k = np.arange(n_pe)
+    if acceleration <= 1:
+        return np.ones((phases, n_pe), bool)
+    shift = np.arange(phases)[:, None] if kind == "kt_interleaved" else np.zeros((phases, 1), int)
+    mask = (k[None, :] - c - shift) % acceleration == 0
+    lo = max(0, c - acs_lines // 2)
+    mask[:, lo:min(n_pe, c - acs_lines // 2 + acs_lines)] = True
+    return mask
