@@ -125,11 +125,17 @@ class Session:
             return msg
 
     def _log_text(self, text: str, when: str) -> None:
-        """Count and log a client TEXT that arrives where no parameter JSON may (ChainError if it is one)."""
+        """Count and log a client TEXT that arrives where no parameter JSON may (ProtocolError if it is
+        one: raised inside the chain's input, where a ChainError would read as a step's failure).
+        """
         self.stats.add_text(text)
-        if read_parameter_text(text) is not None:
-            raise ChainError(f"a parameter JSON arrived {when}; it is read only between the HEADER (3) "
-                             "and the first data item")
+        try:
+            params = read_parameter_text(text)
+        except ChainError as exc:
+            raise ProtocolError(str(exc)) from None
+        if params is not None:
+            raise ProtocolError(f"a parameter JSON arrived {when}; it is read only between the HEADER (3) "
+                                "and the first data item")
         self.log.info("client text: %s", text[:200])
 
     def _resolve_chain(self) -> Chain:
@@ -161,7 +167,7 @@ class Session:
                 self.log.info("client text: %s", msg.text[:200])
                 continue
             if seen:
-                raise ChainError("a second parameter JSON before the data; send all parameters in one")
+                raise ProtocolError("a second parameter JSON before the data; send all parameters in one")
             seen = True
             chain = self._apply(chain, params)
 
