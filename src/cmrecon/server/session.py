@@ -4,8 +4,8 @@ Session order (docs/protocol.md): CONFIG_FILE or CONFIG_TEXT, HEADER, data messa
 QUERY may come at any point and is answered at once; TEXT from the client is logged, except one
 FIRE / OpenRecon parameter JSON between the HEADER and the first data item, which sets the
 chain's step parameters (:mod:`cmrecon.chain.ui_params`). Images stream back as the chain
-yields them; errors go back as TEXT ``ERR …`` followed by CLOSE. Nothing here knows about sockets: the server and tests hand in
-a :class:`MessageReader` and a :class:`MessageWriter`.
+yields them; errors go back as TEXT ``ERR …`` followed by CLOSE. Nothing here knows about
+sockets: the server and tests hand in a :class:`MessageReader` and a :class:`MessageWriter`.
 """
 
 from __future__ import annotations
