@@ -163,6 +163,18 @@ def cine_coil_maps(k: CineKspace, params: CineCoilMapsParams, ctx: StepContext) 
     return CineMapped(k, CoilMaps(maps.astype(np.complex64), params.method))
 
 
+def cine_front_chain(coil_maps: dict | None = None):
+    """The shipped cine chains' front end, ending in :class:`CineMapped` products.
+
+    ``noise_prewhiten → remove_oversampling → buffer_cine → cine_coil_maps`` (``coil_maps``:
+    that step's parameters). Run it with :func:`cmrecon.chain.runner.run_chain` to get exactly
+    the inputs a cine reconstruction step receives in a chain (a learned model's training data).
+    """
+    from cmrecon.chain.definition import build_chain
+    return build_chain("cine_front", [("noise_prewhiten", {}), ("remove_oversampling", {}), ("buffer_cine", {}),
+                                      ("cine_coil_maps", dict(coil_maps or {}))], ends_in_mrd=False)
+
+
 # ----------------------------------------------------------------------------- reconstructions
 
 
@@ -282,4 +294,4 @@ def _cine_images(item: CineImages, params: EmitCineParams) -> Iterator[ismrmrd.I
 
 
 __all__ = ["buffer_cine", "cine_coil_maps", "cine_sense", "cine_lps", "emit_cine",
-           "time_averaged_calibration"]
+           "time_averaged_calibration", "cine_front_chain"]

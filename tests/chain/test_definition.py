@@ -207,3 +207,17 @@ def test_a_submodule_must_define_the_step_and_odd_chain_names_are_refused_plainl
         with pytest.raises(ChainError, match="is not a plain name") as info:
             resolve(name)
         assert len(str(info.value)) < 400
+
+
+def test_a_chain_front_hands_out_its_products_and_only_when_built_as_one():
+    """``ends_in_mrd=False`` is a library caller's chain front: its products come out as they are."""
+    from cmrecon.chain.definition import build_chain
+    from cmrecon.chain.runner import run_file
+    from cmrecon.products.lge import MappedKspace
+    steps = [("noise_prewhiten", {}), ("remove_oversampling", {}), ("buffer_ir_pd", {}), ("coil_maps", {})]
+    with pytest.raises(ChainError, match="not MRD images"):
+        build_chain("front", steps)
+    front = build_chain("front", steps, ends_in_mrd=False)
+    out = list(run_file(front, DATA / "sim_lge_full.h5"))
+    assert out and all(isinstance(o, MappedKspace) for o in out)
+    assert {o.info.slice for o in out} == {0}

@@ -72,11 +72,16 @@ class StepConfig:
 
 @dataclass(frozen=True)
 class Chain:
-    """An ordered, validated list of steps."""
+    """An ordered, validated list of steps.
+
+    ``ends_in_mrd`` is False only for the front part of a chain built by a library caller
+    (:func:`build_chain`), whose last products are handed out as they are.
+    """
 
     name: str
     steps: tuple[StepConfig, ...]
     description: str = ""
+    ends_in_mrd: bool = True
 
 
 def with_step_params(chain: Chain, step: str, **params: Any) -> Chain:
@@ -108,8 +113,13 @@ def list_chains(directory: Path | None = None) -> list[str]:
     return sorted({p.stem for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".xml")})
 
 
-def build_chain(name: str, steps: list[tuple[str, dict[str, Any]]], description: str = "") -> Chain:
-    """A validated chain from ``[(step name, raw parameters)]`` (unknown steps/parameters raise ChainError)."""
+def build_chain(name: str, steps: list[tuple[str, dict[str, Any]]], description: str = "",
+                ends_in_mrd: bool = True) -> Chain:
+    """A validated chain from ``[(step name, raw parameters)]`` (unknown steps/parameters raise ChainError).
+
+    ``ends_in_mrd=False`` builds the front part of a chain, whose products a library caller
+    takes as they are (e.g. a learned model's training inputs, made by the chain's own steps).
+    """
     if not steps:
         raise ChainError(f"chain '{name}' has no steps")
     built = []
@@ -118,12 +128,12 @@ def build_chain(name: str, steps: list[tuple[str, dict[str, Any]]], description:
         where = f"chain '{name}' step {i + 1} ('{step_name}')"
         params = spec.make_params(raw, where=where)
         built.append(StepConfig(step_name, params))
-    check_type_flow(name, [s.name for s in built])
-    return Chain(name, tuple(built), description)
+    check_type_flow(name, [s.name for s in built], ends_in_mrd)
+    return Chain(name, tuple(built), description, ends_in_mrd)
 
 
-def check_type_flow(name: str, steps: list[str]) -> None:
-    """Check that each step consumes what its predecessor hands on and the chain ends in MRD items.
+def check_type_flow(name: str, steps: list[str], ends_in_mrd: bool = True) -> None:
+    """Check that each step consumes what its predecessor hands on and (``ends_in_mrd``) the chain ends in MRD items.
 
     The stream starts as MRD acquisitions; each step's ``consumes``/``produces``
     (:func:`cmrecon.chain.registry.register`) moves it on.
@@ -143,7 +153,7 @@ def check_type_flow(name: str, steps: list[str]) -> None:
             raise ChainError(f"chain '{name}' step {i + 1} ('{step_name}'): {exc} (from "
                              f"{source})") from None
         source = f"step {i + 1} ('{step_name}')"
-    if not issubclass(carried, MRD_TYPES):
+    if ends_in_mrd and not issubclass(carried, MRD_TYPES):
         users = [s for s in known_steps() if get_step(s).consumes
                  and issubclass(carried, get_step(s).consumes)]
         raise ChainError(f"chain '{name}' ends with {source}, which hands on {carried.__name__}, "

@@ -95,7 +95,8 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
 
     Yields
     ------
-    MRD items (images, or passed-through acquisitions/waveforms).
+    MRD items (images, or passed-through acquisitions/waveforms); a chain front built with
+    ``ends_in_mrd=False`` yields its last step's products as they are.
 
     Raises
     ------
@@ -114,7 +115,7 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
         stream = _until_cancelled(f"step '{step.name}'", _guard(step.name, spec.fn(stream, step.params, ctx)), cancel)
     last = chain.steps[-1].name
     for item in stream:
-        if not isinstance(item, MRD_OUTPUT_TYPES):
+        if chain.ends_in_mrd and not isinstance(item, MRD_OUTPUT_TYPES):
             raise StepFailure(last, StepError(
                 f"the chain ends with a {type(item).__name__}, which is not an MRD image, "
                 "acquisition or waveform; add a step that emits images"))
