@@ -65,7 +65,7 @@ from cmrecon.sim.header import make_cine_header, slice_geometry
 from cmrecon.sim.heart_motion import anatomy_at, lv_cavity_area_mm2, random_cycle, random_heart_motion
 from cmrecon.sim.kspace import BANDLIMIT_SUPERSAMPLE, mix_coils
 from cmrecon.sim.lge import SimParamError
-from cmrecon.sim.sampling import CINE_SAMPLING, cine_masks
+from cmrecon.sim.sampling import CINE_SAMPLING, cine_acs_rows, cine_masks
 from cmrecon.sim.signal import TISSUES
 from cmrecon.sim.stream import TICK_MS, noise_readouts
 
@@ -463,9 +463,7 @@ def simulate_cine(params: CineParams, progress: Callable[[str], None] | None = N
     rng = np.random.default_rng(p.seed)
     n_ro, n_pe = p.matrix
     mask = cine_masks(n_pe, p.phases, p.acceleration, p.acs_lines, p.sampling)
-    acs = np.zeros(n_pe, bool)
-    if p.acceleration > 1:
-        acs[max(0, n_pe // 2 - p.acs_lines // 2):n_pe // 2 - p.acs_lines // 2 + p.acs_lines] = True
+    acs = cine_acs_rows(n_pe, p.acceleration, p.acs_lines)
     rows = [np.flatnonzero(m) for m in mask]
 
     # subject-level draws: tissues, cardiac cycle and motion, body, coil array, noise covariance

@@ -122,7 +122,12 @@ def cine_masks(n_pe: int, phases: int, acceleration: int, acs_lines: int, kind: 
     if acceleration <= 1:
         return np.ones((phases, n_pe), bool)
     shift = np.arange(phases)[:, None] if kind == "kt_interleaved" else np.zeros((phases, 1), int)
-    mask = (k[None, :] - c - shift) % acceleration == 0
-    lo = max(0, c - acs_lines // 2)
-    mask[:, lo:min(n_pe, c - acs_lines // 2 + acs_lines)] = True
-    return mask
+    return ((k[None, :] - c - shift) % acceleration == 0) | cine_acs_rows(n_pe, acceleration, acs_lines)[None, :]
+
+
+def cine_acs_rows(n_pe: int, acceleration: int, acs_lines: int) -> np.ndarray:
+    """(n_pe,) bool: the calibration rows ``[c − acs/2, c + acs/2)``, ``c = n_pe // 2``; none for R = 1."""
+    acs = np.zeros(n_pe, bool)
+    if acceleration > 1:
+        acs[max(0, n_pe // 2 - acs_lines // 2):n_pe // 2 - acs_lines // 2 + acs_lines] = True
+    return acs
