@@ -33,6 +33,21 @@ def _run_refine(args: argparse.Namespace) -> int:
     return 0 if best["epoch"] > 0 else 1
 
 
+def _run_cine(args: argparse.Namespace) -> int:
+    from cmrecon.models.cine_train import CineTrainSettings, run_cine_training
+    given = {"steps": args.steps, "minutes": args.minutes, "threads": args.threads, "seed": args.seed,
+             "train_cases": args.train_cases, "val_cases": args.val_cases, "chans": args.chans,
+             "num_cascades": args.cascades, "crop_x": args.crop_x, "lr": args.lr,
+             "val_every": args.val_every}
+    settings = CineTrainSettings(**{k: v for k, v in given.items() if v is not None})
+    outcome = run_cine_training(settings, args.out, args.cache or str(Path(args.out) / "cache"),
+                                resume=args.resume, ship=args.ship, source=args.source,
+                                max_steps=args.max_steps, say=lambda line: print(line, flush=True))
+    print(f"weights: {args.out}/best.pt (+ .sha256), validation dynamic NMSE "
+          f"{outcome.best['nmse_dynamic']:.4f} at step {outcome.best['step']}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``train`` (with its ``psirnet`` kind) to the cmrecon CLI."""
     p = subparsers.add_parser("train", help="train a learned reconstruction on simulated data",
@@ -59,4 +74,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=2026)
     r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     r.set_defaults(func=_run_refine)
+    c = kinds.add_parser("cine", help="CRUNet-style cine model on simulated cine slices (models/crunet.py)",
+                         description="Train CineCRUNet on simulated cine slices run through the "
+                                     "chain's own front end; keeps the best on held-out validation.")
+    c.add_argument("--out", required=True, help="run folder (last.pt, best.pt + .sha256, metrics.jsonl)")
+    c.add_argument("--cache", help="folder of cached slices (default <out>/cache)")
+    c.add_argument("--source", choices=("sim", "phantom"), default="sim",
+                   help="simulated cine cases (default) or the analytic phantom (smoke runs)")
+    c.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    c.add_argument("--ship", help="write the best weights here when training stops (+ .sha256)")
+    c.add_argument("--steps", type=int, help="optimiser steps in total (default 3000)")
+    c.add_argument("--minutes", type=float, help="wall-clock budget of this call (default none)")
+    c.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    c.add_argument("--threads", type=int, help="torch threads (default 1)")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--train-cases", type=int, help="simulated training cases (default 160)")
+    c.add_argument("--val-cases", type=int, help="simulated validation cases (default 6)")
+    c.add_argument("--chans", type=int, help="feature channels (default 16)")
+    c.add_argument("--cascades", type=int, help="unrolled cascades (default 4)")
+    c.add_argument("--crop-x", type=int, help="image columns per training step (default 48; 0 = all)")
+    c.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    c.add_argument("--val-every", type=int, help="steps per validation (default 200)")
+    c.set_defaults(func=_run_cine)
     return p
