@@ -1,12 +1,16 @@
-"""Write the recorded simulated LGE streams used by CI (run from the repository root).
+"""Write the recorded simulated LGE and cine streams used by CI (run from the repository root).
 
-    python tests/data/make_recorded.py
+    python tests/data/make_recorded.py [NAME ...]
 
-Each case is ``tests/data/sim_lge_<name>.h5`` (ISMRMRD raw dataset) plus
-``tests/data/sim_lge_<name>_truth.npz`` (ground truth, :class:`cmrecon.sim.truth.SimTruth`).
-``cmrecon.sim.lge.simulate_lge(RECORDED_CASES[name])`` reproduces the acquisitions bit for bit
-(tests/sim/test_sim_recorded.py), so a change of the simulator that alters them shows up there;
-re-run this script and commit the new files only when the change is intended.
+Each LGE case is ``tests/data/sim_lge_<name>.h5`` (ISMRMRD raw dataset) plus
+``tests/data/sim_lge_<name>_truth.npz`` (ground truth, :class:`cmrecon.sim.truth.SimTruth`);
+each cine case ``tests/data/sim_cine_<name>.h5`` plus ``..._truth.npz``
+(:class:`cmrecon.sim.cine_truth.CineTruth`). The simulators reproduce the acquisitions bit for
+bit (tests/sim/test_sim_recorded.py), so a change of a simulator that alters them shows up there;
+re-run this script for the cases it names and commit the new files only when the change is
+intended (with no names it writes every case).
+
+The cine cases were added with the cine chains (issue 16).
 
 Last regenerated when the truth images turned to the one axis convention of :mod:`cmrecon.axes`,
 ``(slices, y, x)`` (they were ``(slices, RO, PE)``): only the ``_truth.npz`` files changed, the
@@ -19,6 +23,7 @@ import sys
 from pathlib import Path
 
 from cmrecon.io.mrdfile import write_dataset
+from cmrecon.sim.cine import CineParams, simulate_cine
 from cmrecon.sim.lge import LgeParams, simulate_lge
 
 DATA_DIR = Path(__file__).resolve().parent
@@ -58,18 +63,46 @@ RECORDED_CASES: dict[str, LgeParams] = {
 }
 
 
+#: name → cine parameters: 64×64, 6 coils, 12 phases (a 10-20 mm heart on a 4.7 mm grid is
+#: coarse but keeps each file under 2 MB and each chain run in CI short).
+RECORDED_CINE_CASES: dict[str, CineParams] = {
+    # the CMRxRecon 2023 layout: equispaced R = 4, 12 ACS rows, readout oversampling 2
+    "r4_equispaced": CineParams(slices=1, phases=10, coils=6, matrix=(64, 64), fov_mm=(300.0, 300.0),
+                                acceleration=4, acs_lines=12, sampling="equispaced", readout_oversampling=2,
+                                snr=20.0, seed=611, noise_readouts=16),
+    # kt-interleaved R = 8, two slices, 3 T, 70 bpm, no readout oversampling
+    "r8_kt_2slice": CineParams(slices=2, phases=12, coils=6, matrix=(64, 64), fov_mm=(300.0, 300.0),
+                               acceleration=8, acs_lines=12, sampling="kt_interleaved", readout_oversampling=1,
+                               field_t=3.0, heart_rate_bpm=70.0, snr=20.0, seed=722, noise_readouts=16),
+    # fully sampled (the per-phase baseline is then a plain SENSE combination)
+    "full": CineParams(slices=1, phases=6, coils=4, matrix=(64, 64), fov_mm=(300.0, 300.0),
+                       acceleration=1, readout_oversampling=1, snr=25.0, seed=833, noise_readouts=16),
+}
+
+
+def case_paths(kind: str, name: str, out_dir: Path = DATA_DIR) -> tuple[Path, Path]:
+    """``(raw .h5, truth .npz)`` of recorded case ``name`` of ``kind`` ("lge" or "cine")."""
+    return out_dir / f"sim_{kind}_{name}.h5", out_dir / f"sim_{kind}_{name}_truth.npz"
+
+
 def write_case(name: str, out_dir: Path = DATA_DIR) -> tuple[Path, Path]:
-    """Simulate one recorded case and write its HDF5 file and truth npz; return both paths."""
-    case = simulate_lge(RECORDED_CASES[name])
-    h5 = out_dir / f"sim_lge_{name}.h5"
-    npz = out_dir / f"sim_lge_{name}_truth.npz"
+    """Simulate one recorded case (LGE or cine, by name) and write its HDF5 file and truth npz."""
+    if name in RECORDED_CINE_CASES:
+        case, (h5, npz) = simulate_cine(RECORDED_CINE_CASES[name]), case_paths("cine", name, out_dir)
+    else:
+        case, (h5, npz) = simulate_lge(RECORDED_CASES[name]), case_paths("lge", name, out_dir)
     write_dataset(h5, case.header_xml, case.items)
     case.truth.save(npz)
     return h5, npz
 
 
-def main() -> int:
-    for name in RECORDED_CASES:
+def main(names: list[str]) -> int:
+    known = list(RECORDED_CASES) + list(RECORDED_CINE_CASES)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        print(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
+    for name in names or known:
         h5, npz = write_case(name)
         print(f"{name}: {h5.name} {h5.stat().st_size / 1e6:.2f} MB, {npz.name} {npz.stat().st_size / 1e6:.2f} MB",
               file=sys.stderr)
@@ -77,4 +110,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -49,6 +49,25 @@ def test_recorded_case_is_reproduced(name):
         np.testing.assert_array_equal(getattr(truth, key), getattr(case.truth, key))
 
 
+@pytest.mark.parametrize("name", sorted(REC.RECORDED_CINE_CASES))
+def test_recorded_cine_case_is_reproduced(name):
+    from cmrecon.sim.cine import simulate_cine
+    from cmrecon.sim.cine_truth import CineTruth
+
+    h5, npz = REC.case_paths("cine", name)
+    assert h5.stat().st_size < 2_000_000
+    case = simulate_cine(REC.RECORDED_CINE_CASES[name])
+    assert read_header_xml(h5).decode() == case.header_xml
+    stored = list(iter_items(h5))
+    assert len(stored) == len(case.items)
+    for a, b in zip(stored, case.items):
+        np.testing.assert_array_equal(a.data, b.data)
+        assert a.getHead() == b.getHead()
+    truth = CineTruth.load(npz)
+    for key in ("images", "labels", "coil_maps", "dynamic_mask", "static_mask", "sampling_mask", "psi"):
+        np.testing.assert_array_equal(truth[key], case.truth[key])
+
+
 def test_coil_mixing_matches_matmul_and_ignores_the_blas_kernel():
     """mix_coils is ``matrix @ x`` to float64 rounding, and does not call BLAS at all."""
     from cmrecon.sim.kspace import mix_coils
