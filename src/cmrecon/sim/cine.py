@@ -287,7 +287,7 @@ def _heart_box(anatomies: list[ph.Anatomy], p: CineParams) -> tuple[slice, slice
     lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
     for an in anatomies:
         cu, cv = an.lv_centre
-        # the radius about lv_centre within which the phantom paints the heart (phantom._paint_labels)
+        # the radius about lv_centre within which the phantom paints the heart (phantom.paint_labels)
         reach = max(an.lv_endo.reach() + 1.6 * an.wall_mm[0], 1.0,
                     np.hypot(an.rv_blood.cu - cu, an.rv_blood.cv - cv) + an.rv_blood.reach() + an.rv_wall_mm)
         reach += max([f[0] for f in an.epi_fat], default=0.0) + 2.0
@@ -314,26 +314,14 @@ def _render(anatomies: list[ph.Anatomy], p: CineParams, weights: np.ndarray) -> 
     p : CineParams (matrix, FOV).
     weights : (N_LABELS,) float, signal of each label (0 for air).
     """
-    from scipy.ndimage import binary_dilation, gaussian_filter
-
     s = BANDLIMIT_SUPERSAMPLE
     n_ro, n_pe = p.matrix
-    nf_ro, nf_pe = n_ro * s, n_pe * s
     x, y = ph.pixel_coordinates(p.matrix, p.fov_mm, s)
-    # the phantom's painter (module-private there; one painter for both simulators)
-    static = ph._paint_labels(anatomies[0], x, y, (0.0, 0.0), (0.0, 0.0))
+    static = ph.paint_labels(anatomies[0], x, y, (0.0, 0.0), (0.0, 0.0))
     bi, bj = _heart_box(anatomies, p)
     fi, fj = slice(bi.start * s, bi.stop * s), slice(bj.start * s, bj.stop * s)
     xb, yb = x[fi, fj], y[fi, fj]
-    # band-limiting pieces (phantom.bandlimited_fractions)
-    delta = (s - 1) / 2.0
-    kx = np.fft.fftfreq(n_ro) * n_ro
-    ky = np.fft.fftfreq(n_pe) * n_pe
-    ramp = np.exp(2j * np.pi * delta * (kx[:, None] / nf_ro + ky[None, :] / nf_pe))
-    ix, iy = np.mod(kx, nf_ro).astype(int), np.mod(ky, nf_pe).astype(int)
-    body = (static != ph.AIR).reshape(n_ro, s, n_pe, s).any(axis=(1, 3))
-    grown = binary_dilation(body, iterations=2)
-    taper = np.clip(gaussian_filter(grown.astype(np.float64), 1.0) * 2.0, 0.0, 1.0)
+    taper = ph.ringing_taper(static, p.matrix, s, 2)
     lut = np.asarray(weights, np.float64)
 
     def majority(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,9 +339,8 @@ def _render(anatomies: list[ph.Anatomy], p: CineParams, weights: np.ndarray) -> 
     pure = np.empty((n_p, n_ro, n_pe), bool)
     lab = static.copy()
     for i, an in enumerate(anatomies):
-        lab[fi, fj] = ph._paint_labels(an, xb, yb, (0.0, 0.0), (0.0, 0.0))
-        spec = np.fft.fft2(lut[lab])[np.ix_(ix, iy)]
-        objects[i] = np.real(np.fft.ifft2(spec * ramp)) / (s * s) * taper
+        lab[fi, fj] = ph.paint_labels(an, xb, yb, (0.0, 0.0), (0.0, 0.0))
+        objects[i] = ph.lowpass_to_matrix(lut[lab], p.matrix, s) * taper
         labels[i], pure[i] = labels0, pure0
         labels[i, bi, bj], pure[i, bi, bj] = majority(lab[fi, fj])
     return _Rendered(objects, labels, pure)

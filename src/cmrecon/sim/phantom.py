@@ -26,7 +26,8 @@ from cmrecon.sim.signal import TISSUES
 __all__ = ["AIR", "LV_BLOOD", "RV_BLOOD", "LV_MYO", "RV_WALL", "PAPILLARY", "SCAR", "EPI_FAT",
            "SUBCUT_FAT", "CHEST_WALL", "SOFT_TISSUE", "LUNG", "LIVER", "AORTA", "LABEL_NAMES",
            "N_LABELS", "LABEL_TO_TISSUE", "HEART_LABELS", "Blob", "Anatomy", "random_anatomy",
-           "rasterize", "heart_mask", "body_mask", "pixel_coordinates"]
+           "rasterize", "heart_mask", "body_mask", "pixel_coordinates", "paint_labels",
+           "bandlimited_fractions", "lowpass_to_matrix", "ringing_taper"]
 
 # ----------------------------------------------------------------------------- labels
 AIR = 0
@@ -307,7 +308,7 @@ def _to_patient(x: np.ndarray, y: np.ndarray, rot_deg: float, shift_mm: tuple[fl
     return xs * np.cos(t) + ys * np.sin(t), xs * np.sin(t) - ys * np.cos(t)
 
 
-def _paint_labels(an: Anatomy, x: np.ndarray, y: np.ndarray, shift_mm: tuple[float, float],
+def paint_labels(an: Anatomy, x: np.ndarray, y: np.ndarray, shift_mm: tuple[float, float],
                   outer_shift_mm: tuple[float, float]) -> np.ndarray:
     """Label value at each point, painting later structures over earlier ones."""
     lab = np.zeros(x.shape, np.uint8)
@@ -398,7 +399,7 @@ def rasterize(an: Anatomy, shape: tuple[int, int], fov_mm: tuple[float, float],
         outer_shift_mm = shift_mm
     s = int(supersample)
     x, y = pixel_coordinates(shape, fov_mm, s)
-    lab = _paint_labels(an, x, y, shift_mm, outer_shift_mm)
+    lab = paint_labels(an, x, y, shift_mm, outer_shift_mm)
     n_ro, n_pe = shape
     flat_pix = (np.arange(n_ro)[:, None, None, None] * n_pe + np.arange(n_pe)[None, None, :, None])
     flat_pix = np.broadcast_to(flat_pix, (n_ro, s, n_pe, s)).ravel()
@@ -442,7 +443,34 @@ def bandlimited_fractions(an: Anatomy, shape: tuple[int, int], fov_mm: tuple[flo
     s = int(supersample)
     n_ro, n_pe = shape
     x, y = pixel_coordinates(shape, fov_mm, s)
-    lab = _paint_labels(an, x, y, shift_mm, outer_shift_mm)
+    lab = paint_labels(an, x, y, shift_mm, outer_shift_mm)
+    out = np.zeros((N_LABELS, n_ro, n_pe), np.float32)
+    for label in np.unique(lab):
+        if label == AIR:
+            continue
+        out[label] = lowpass_to_matrix((lab == label).astype(np.float64), shape, s)
+    if support_px is not None:
+        out *= ringing_taper(lab, shape, s, support_px)[None].astype(np.float32)
+    out[AIR] = 1.0 - out.sum(axis=0)
+    return out
+
+
+def lowpass_to_matrix(fine: np.ndarray, shape: tuple[int, int], supersample: int) -> np.ndarray:
+    """A fine-grid image as an MR acquisition of ``shape`` sees it: its central frequencies only.
+
+    Parameters
+    ----------
+    fine : (n_ro·s, n_pe·s) float, painted on the grid of :func:`pixel_coordinates` with ``s``.
+    shape : (n_ro, n_pe) pixels.
+    supersample : ``s``.
+
+    Returns
+    -------
+    (n_ro, n_pe) float64, the mean over each pixel's area of the band-limited image (sums and
+    averages keep their meaning: a full pixel of 1 is 1).
+    """
+    s = int(supersample)
+    n_ro, n_pe = shape
     nf_ro, nf_pe = n_ro * s, n_pe * s
     # fine sample j sits at ((j + 0.5)/s − 0.5 − n/2) px: (s − 1)/2 fine samples before the point
     # the coarse grid puts at the same index; undo that offset with a phase ramp
@@ -452,24 +480,31 @@ def bandlimited_fractions(an: Anatomy, shape: tuple[int, int], fov_mm: tuple[flo
     ramp = np.exp(2j * np.pi * delta * (kx[:, None] / nf_ro + ky[None, :] / nf_pe))
     ix = np.mod(kx, nf_ro).astype(int)
     iy = np.mod(ky, nf_pe).astype(int)
-    out = np.zeros((N_LABELS, n_ro, n_pe), np.float32)
-    for label in np.unique(lab):
-        if label == AIR:
-            continue
-        spec = np.fft.fft2((lab == label).astype(np.float64))[np.ix_(ix, iy)]
-        out[label] = np.real(np.fft.ifft2(spec * ramp)) / (s * s)
-    if support_px is not None:
-        # the ringing of the body outline is confined to the skin's neighbourhood: a receive
-        # coil's sensitivity grows without bound towards its conductor, so ringing multiplied
-        # by it far out in the air would be signal no scanner records ((C·ρ) is what is
-        # band-limited, and ρ = 0 there)
-        from scipy.ndimage import binary_dilation, gaussian_filter
-        body = (lab != AIR).reshape(n_ro, s, n_pe, s).any(axis=(1, 3))
-        grown = binary_dilation(body, iterations=int(support_px))
-        taper = np.clip(gaussian_filter(grown.astype(np.float64), 1.0) * 2.0, 0.0, 1.0)
-        out *= taper[None].astype(np.float32)
-    out[AIR] = 1.0 - out.sum(axis=0)
-    return out
+    spec = np.fft.fft2(fine)[np.ix_(ix, iy)]
+    return np.real(np.fft.ifft2(spec * ramp)) / (s * s)
+
+
+def ringing_taper(labels_fine: np.ndarray, shape: tuple[int, int], supersample: int,
+                  support_px: int = 2) -> np.ndarray:
+    """Weight (n_ro, n_pe) in [0, 1] that keeps band-limiting ringing within ``support_px`` of the body.
+
+    The ringing of the body outline is confined to the skin's neighbourhood: a receive coil's
+    sensitivity grows without bound towards its conductor, so ringing multiplied by it far out in
+    the air would be signal no scanner records ((C·ρ) is what is band-limited, and ρ = 0 there).
+
+    Parameters
+    ----------
+    labels_fine : (n_ro·s, n_pe·s) labels on the fine grid (:func:`paint_labels`).
+    shape : (n_ro, n_pe).
+    supersample : ``s``.
+    support_px : pixels of ringing kept around the body.
+    """
+    from scipy.ndimage import binary_dilation, gaussian_filter
+    n_ro, n_pe = shape
+    s = int(supersample)
+    body = (labels_fine != AIR).reshape(n_ro, s, n_pe, s).any(axis=(1, 3))
+    grown = binary_dilation(body, iterations=int(support_px))
+    return np.clip(gaussian_filter(grown.astype(np.float64), 1.0) * 2.0, 0.0, 1.0)
 
 
 def heart_mask(labels: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float = 10.0) -> np.ndarray:
