@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cmrecon.sim.truth import SimTruth
+from cmrecon.sim.truth import NpzRecord
 
 __all__ = ["CineTruth"]
 
 
 @dataclass(frozen=True, eq=False)
-class CineTruth:
+class CineTruth(NpzRecord):
     """Noise-free cine images, masks, motion and the subject's parameters of one simulated case.
 
     ``S`` slices, ``P`` cardiac phases, ``C`` coils, ``T`` tissue classes, ``(y, x)`` the
@@ -79,8 +79,3 @@ class CineTruth:
     label_names: np.ndarray
     pixel_mm: np.ndarray
     params_json: np.ndarray
-
-    # one implementation for both truths: they read every dataclass field by name
-    __getitem__ = SimTruth.__getitem__
-    save = SimTruth.save
-    load = classmethod(SimTruth.load.__func__)

@@ -17,8 +17,43 @@ import numpy as np
 from cmrecon.io.atomic import atomic_path
 
 
+class NpzRecord:
+    """Mixin of a dataclass of arrays stored as one ``.npz`` whose keys are the field names.
+
+    ``record[name]`` reads a field, so a record and its loaded ``.npz`` read alike.
+    """
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        """The field ``key``, as in the stored ``.npz``."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def save(self, path: str | Path) -> Path:
+        """Write every field to a compressed ``.npz`` (keys = field names) at ``path``; return it.
+
+        The file gets exactly the name given (numpy would add ``.npz`` to a name without it) and is
+        written atomically (:mod:`cmrecon.io.atomic`): whole, or not at all.
+
+        Raises
+        ------
+        OutputError
+            The file cannot be written (disk full, no permission, ``path`` is a folder...).
+        """
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read a record written by :meth:`save`."""
+        with np.load(path) as z:
+            return cls(**{f.name: z[f.name] for f in dataclasses.fields(cls)})
+
+
 @dataclass(frozen=True, eq=False)
-class SimTruth:
+class SimTruth(NpzRecord):
     """Noise-free images, masks, motion and the subject's parameters of one simulated case.
 
     Attributes
@@ -76,31 +111,3 @@ class SimTruth:
     pixel_mm: np.ndarray
     target_scale: np.ndarray
     params_json: np.ndarray
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        """The field ``key``, as in the stored ``.npz``: a SimTruth reads like ``np.load(path)``."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def save(self, path: str | Path) -> Path:
-        """Write every field to a compressed ``.npz`` (keys = field names) at ``path``; return it.
-
-        The file gets exactly the name given (numpy would add ``.npz`` to a name without it) and is
-        written atomically (:mod:`cmrecon.io.atomic`): whole, or not at all.
-
-        Raises
-        ------
-        OutputError
-            The file cannot be written (disk full, no permission, ``path`` is a folder...).
-        """
-        path = Path(path)
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> SimTruth:
-        """Read a truth written by :meth:`save`."""
-        with np.load(path) as z:
-            return cls(**{f.name: z[f.name] for f in dataclasses.fields(cls)})
