@@ -243,6 +243,71 @@ def cine_lps(mk: CineMapped, params: CineLpsParams, ctx: StepContext) -> CineIma
     return _recon(mk, "cine_lps", ctx, run)
 
 
+@dataclass(frozen=True)
+class CineCrunetParams:
+    """Parameters of ``cine_crunet``."""
+
+    weights: str = field(default="cine_crunet_cpu", metadata={
+        "doc": "shipped weights name, or a checkpoint inside a weights folder (--weights-path)"})
+    device: str = field(default="auto", metadata={
+        "doc": "where to run: auto = cuda when available", "choices": ("auto", "cpu", "cuda")})
+
+
+@register("cine_crunet", CineCrunetParams, consumes=CineMapped, produces=CineImages, each=True)
+def cine_crunet(mk: CineMapped, params: CineCrunetParams, ctx: StepContext) -> CineImages:
+    """Reconstruct all phases with the learned CRUNet-style recurrent U-Net cascades (hard data consistency); images (phases, y, x)."""
+    from cmrecon.models.crunet import crunet_reconstruct
+    from cmrecon.models.serving import get_model
+
+    entry = get_model(params.weights, params.device, warm_up=False)
+
+    def run(kspace, maps, mask):
+        return crunet_reconstruct(entry.model, kspace, maps, mask, entry.device), {
+            "weights": entry.path.name, "sha256": entry.sha256, "device": entry.device.type}
+    return _recon(mk, "cine_crunet", ctx, run)
+
+
+@dataclass(frozen=True)
+class CineInrParams:
+    """Parameters of ``cine_inr``."""
+
+    iterations: int = field(default=300, metadata={"doc": "Adam iterations per slice (at most)"})
+    budget_s: float = field(default=60.0, metadata={
+        "doc": "wall-time budget per slice, s: the fit stops there even before its iterations "
+               "(then the images depend on the machine's speed; the log and meta say which stopped it)"})
+    tv_time_weight: float = field(default=0.02, metadata={"doc": "weight of the temporal total variation"})
+    nuclear_weight: float = field(default=2e-4, metadata={
+        "doc": "weight of the nuclear norm of the (phases × pixels) Casorati matrix / phases"})
+    seed: int = field(default=0, metadata={"doc": "seed of the grid and MLP initialisation"})
+    device: str = field(default="auto", metadata={
+        "doc": "where to fit: auto = cuda when available", "choices": ("auto", "cpu", "cuda")})
+
+
+@register("cine_inr", CineInrParams, consumes=CineMapped, produces=CineImages, each=True)
+def cine_inr(mk: CineMapped, params: CineInrParams, ctx: StepContext) -> CineImages:
+    """Fit an unsupervised spatiotemporal implicit neural representation to each slice (Feng 2025); the last iterate, (phases, y, x)."""
+    from dataclasses import replace
+
+    from cmrecon.models.device import resolve_device
+    from cmrecon.recon.cine_inr import InrParams, fit_inr
+    from cmrecon.runtime import apply_torch_threads
+
+    apply_torch_threads()
+    device = resolve_device(params.device, "cine_inr device")
+    inr = replace(InrParams(), iterations=params.iterations, budget_s=params.budget_s,
+                  tv_time_weight=params.tv_time_weight, nuclear_weight=params.nuclear_weight, seed=params.seed)
+
+    def progress(iteration: int, loss: float, elapsed: float) -> None:
+        ctx.log.info("cine_inr: slice %d iteration %d/%d loss %.4g (%.1f s)", mk.info.slice, iteration,
+                     params.iterations, loss, elapsed)
+
+    def run(kspace, maps, mask):
+        res = fit_inr(kspace, maps, mask, inr, progress=progress, device=device)
+        return res.images, {"iterations": int(res.iterations), "stopped_by": res.stopped_by,
+                            "device": device.type}
+    return _recon(mk, "cine_inr", ctx, run)
+
+
 # ----------------------------------------------------------------------------- emit_cine
 
 
@@ -293,5 +358,5 @@ def _cine_images(item: CineImages, params: EmitCineParams) -> Iterator[ismrmrd.I
         yield img
 
 
-__all__ = ["buffer_cine", "cine_coil_maps", "cine_sense", "cine_lps", "emit_cine",
+__all__ = ["buffer_cine", "cine_coil_maps", "cine_sense", "cine_lps", "cine_crunet", "cine_inr", "emit_cine",
            "time_averaged_calibration", "cine_front_chain"]

@@ -351,8 +351,9 @@ def _checkpoint_from(fh: IO[bytes], path: Path, digest: str,
         fmt = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise WeightsError(f"unsupported checkpoint format={fmt!r} in path={str(path)!r}; "
                            f"expected {CHECKPOINT_FORMAT!r}")
+    from cmrecon.models.crunet import CineCRUNet
     from cmrecon.models.refine import PsirRefine
-    classes = {PSIRNet.__name__: PSIRNet, PsirRefine.__name__: PsirRefine}
+    classes = {cls.__name__: cls for cls in (PSIRNet, PsirRefine, CineCRUNet)}
     cls = classes.get(payload.get("model_class"))
     if cls is None:
         raise WeightsError(f"checkpoint model_class={payload.get('model_class')!r} is not one of "
