@@ -157,3 +157,8 @@ def test_numpy_helper_equals_the_model_and_a_checkpoint_round_trips(tmp_path):
     (tmp_path / "nosidecar.pt").write_bytes(b"x")
     with pytest.raises(WeightsError, match="cannot verify"):
         load_cine_crunet(tmp_path / "nosidecar.pt")
+    from cmrecon.models.refine import PsirRefine
+    other = PsirRefine(chans=4, pools=2)
+    save_checkpoint(tmp_path / "refine.pt", other, other.model_config(), {})
+    with pytest.raises(WeightsError, match="not a CineCRUNet"):
+        load_cine_crunet(tmp_path / "refine.pt")

@@ -40,7 +40,6 @@ IEEE TMI 2019;38:280-290 (CRNN-MRI).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
@@ -352,10 +351,10 @@ def load_cine_crunet(weights: Union[str, os.PathLike], expected_sha256: Optional
     """Shipped cine CRUNet weights (a :data:`~cmrecon.models.shipped.SHIPPED` name) or a
     checkpoint file, verified before anything is deserialised; the model in eval mode.
 
-    The file is a :func:`cmrecon.models.weights.save_checkpoint` checkpoint (format
-    :data:`~cmrecon.models.weights.CHECKPOINT_FORMAT`, ``model_class`` ``CineCRUNet``); its
-    sha256 must equal the registry's (a shipped name), ``expected_sha256`` and the ``.sha256``
-    sidecar, whichever exist (at least one must).
+    :func:`cmrecon.models.weights.load_checkpoint` with the registry's digest for a shipped name:
+    the file's sha256 must equal that (or ``expected_sha256``) and the ``.sha256`` sidecar,
+    whichever exist (at least one must); the checkpoint must hold a :class:`CineCRUNet`. (The
+    chain step loads through :func:`cmrecon.models.serving.get_model`, the same checks.)
 
     Parameters
     ----------
@@ -379,32 +378,16 @@ def load_cine_crunet(weights: Union[str, os.PathLike], expected_sha256: Optional
         matching the config, or a shipped entry whose architecture differs from the registry's.
     """
     from cmrecon.models.shipped import SHIPPED, resolve_weights
-    from cmrecon.models.weights import CHECKPOINT_FORMAT, LoadedCheckpoint, WeightsError, _verify
+    from cmrecon.models.weights import WeightsError, load_checkpoint
 
     path, registry_sha = resolve_weights(weights)
-    pins = {p.lower() for p in (registry_sha, expected_sha256) if p}
-    if len(pins) > 1:
+    if registry_sha and expected_sha256 and registry_sha.lower() != expected_sha256.lower():
         raise WeightsError(f"weights={str(weights)!r}: expected_sha256 differs from the registry's")
-    path = Path(path)
-    with open(path, "rb") as fh:
-        digest = _verify(fh, path, next(iter(pins), None))
-        fh.seek(0)
-        payload = torch.load(fh, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT \
-            or payload.get("model_class") != CineCRUNet.__name__:
-        what = (payload.get("format"), payload.get("model_class")) if isinstance(payload, dict) \
-            else type(payload).__name__
-        raise WeightsError(f"path={str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint of "
-                           f"CineCRUNet (found {what!r})")
-    config = dict(payload["config"])
+    loaded = load_checkpoint(path, expected_sha256=expected_sha256 or registry_sha, map_location=map_location)
+    if not isinstance(loaded.model, CineCRUNet):
+        raise WeightsError(f"path={str(path)!r} holds a {type(loaded.model).__name__}, not a CineCRUNet")
     name = str(weights)
-    if name in SHIPPED and SHIPPED[name]["config"] != config:
-        raise WeightsError(f"shipped weights {name!r}: architecture {config} differs from the "
+    if name in SHIPPED and SHIPPED[name]["config"] != loaded.config:
+        raise WeightsError(f"shipped weights {name!r}: architecture {loaded.config} differs from the "
                            f"registry's {SHIPPED[name]['config']}")
-    try:
-        model = CineCRUNet.from_config(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"checkpoint weights do not match its config in path={str(path)!r}: {exc}") from exc
-    return LoadedCheckpoint(model=model.to(map_location).eval(), config=config,
-                            metrics=dict(payload.get("metrics", {})), sha256=digest)
+    return loaded
