@@ -107,15 +107,16 @@ def test_fully_sampled_noiseless_data_are_fitted_closely():
 
     With the regularisers off, the loss is zero exactly at the truth, and the finest level
     (one node per pixel and frame) can represent it, so any error left is the optimiser's:
-    200 Adam steps reach ~0.9 % NRMSE here; the 3 % bound leaves room for other BLAS builds
-    and is 30x below the initial (constant) image's error of ~1.
+    200 Adam steps reach ~0.4 % NRMSE here (0.3 % with a float32 MLP, no bfloat16); the
+    2 % bound leaves room for other BLAS builds and is 50x below the initial (constant)
+    image's error of ~1.
     """
     images, maps, kspace, _ = cine_phantom()
     mask = np.ones(kspace.shape[:1] + kspace.shape[2:3], bool)
     params = dataclasses.replace(FAST, tv_time_weight=0.0, nuclear_weight=0.0)
     res = fit_inr(kspace, maps, mask, params)
     assert res.images.shape == images.shape and res.images.dtype == np.complex64
-    assert nrmse(res.images, images) < 0.03
+    assert nrmse(res.images, images) < 0.02
     assert res.iterations == params.iterations and res.stopped_by == "iterations"
 
 
@@ -125,7 +126,7 @@ def test_beats_zero_filled_on_the_dynamic_region_at_r4():
     zf = zero_filled(kspace, maps, mask)
     res = fit_inr(kspace * mask[:, None, :, None], maps, mask, FAST)
     e_inr, e_zf = nrmse(res.images, images, dyn), nrmse(zf, images, dyn)
-    assert e_inr < 0.85 * e_zf, (e_inr, e_zf)
+    assert e_inr < 0.5 * e_zf, (e_inr, e_zf)  # measured 0.12 vs 0.35
 
 
 def test_budget_stops_the_fit_and_the_last_iterate_is_reported():
@@ -210,8 +211,11 @@ def test_grid_encoder_is_trilinear_interpolation_of_its_volume():
 
 
 def test_level_shapes_space_time_like_pixels_and_cap_at_the_matrix():
-    shapes = level_shapes((20, 128, 96), InrParams(levels=5, base_resolution_px=16, level_scale=2.0))
+    params = InrParams(levels=5, base_resolution_px=16, level_scale=2.0, time_scale=1.0)
+    shapes = level_shapes((20, 128, 96), params)
     assert shapes == [(2, 16, 12), (5, 32, 24), (10, 64, 48), (20, 128, 96), (20, 128, 96)]
+    denser = level_shapes((20, 128, 96), dataclasses.replace(params, time_scale=2.0))
+    assert [s[0] for s in denser] == [5, 10, 20, 20, 20]
 
 
 def test_regulariser_gradients_match_finite_differences():
