@@ -19,8 +19,8 @@ readout FFT of ``F`` cancels in ``F^H M F``, and the centring shifts move onto t
 ``E^H E`` is ``S^H · IFFT_y · M' · FFT_y · S`` on images that are ``ifftshift``-ed along y
 (``M' = ifftshift(M)``). Both algorithms treat pixels alike (inner products, the Casorati matrix,
 the per-pixel temporal FFT), so they run on images permuted once into that frame (and transposed
-so that y is the contiguous axis), with preallocated work arrays: about 3× less time per
-iteration than applying ``E`` and ``E^H`` as written. :class:`CineGram` is tested against
+so that y is the contiguous axis), with preallocated work arrays: 3–4× less CPU time per
+``E^H E`` than applying ``E`` and ``E^H`` as written (128², 20 phases, 10 coils). :class:`CineGram` is tested against
 ``E.H @ E``.
 
 References
@@ -44,7 +44,6 @@ import numpy as np
 import torch
 
 from cmrecon.models.sense import LinearOp, sense_operator
-from cmrecon.recon.fft import fft1c, ifft1c
 
 __all__ = ["CineGram", "LpsResult", "cine_encoding", "cine_sense", "lps"]
 
@@ -172,12 +171,12 @@ def _setup(kspace, maps, mask, device):
 
 def _inner(a: torch.Tensor, b: torch.Tensor) -> float:
     """``Re <a, b>`` over all elements."""
-    return float((a.conj() * b).real.sum())
+    return float(torch.dot(torch.view_as_real(a).flatten(), torch.view_as_real(b).flatten()))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``Re <a, b>`` per phase: ``(T, ...)`` → ``(T,)`` float."""
-    return (a.conj() * b).real.flatten(1).sum(1)
+    return (torch.view_as_real(a) * torch.view_as_real(b)).flatten(1).sum(1)
 
 
 # ----------------------------------------------------------------------------- CG-SENSE
@@ -278,13 +277,14 @@ class LpsResult:
     scale: float
 
 
-def _svt(x: torch.Tensor, lambda_l: float) -> torch.Tensor:
-    """Singular-value soft threshold of the Casorati matrix ``(T, pixels)`` of ``x (T, ...)``,
-    threshold ``lambda_l · σ_1`` (relative to its largest singular value).
+def _svt(x: torch.Tensor, fraction: float, sigma: float | None = None) -> torch.Tensor:
+    """Singular-value soft threshold ``fraction · sigma`` (``sigma = σ_1(x)`` when None) of the
+    Casorati matrix of ``x (T, ...)``, decomposed as Otazo's tall ``(pixels, T)`` matrix (LAPACK
+    is several times faster on it than on the wide ``(T, pixels)`` one).
     """
-    u, s, vh = torch.linalg.svd(x.reshape(x.shape[0], -1), full_matrices=False)
-    s = torch.clamp(s - lambda_l * s[0], min=0)
-    return ((u * s.to(u.dtype)) @ vh).reshape(x.shape)
+    u, s, vh = torch.linalg.svd(x.reshape(x.shape[0], -1).T, full_matrices=False)
+    s = torch.clamp(s - fraction * (s[0] if sigma is None else sigma), min=0)
+    return ((u * s.to(u.dtype)) @ vh).T.reshape(x.shape)
 
 
 def _sigma_max(x: torch.Tensor) -> torch.Tensor:
@@ -294,25 +294,34 @@ def _sigma_max(x: torch.Tensor) -> torch.Tensor:
 
 
 def _soft_t(x: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``T^H soft(T x, threshold)`` with ``T`` the unitary temporal FFT (axis 0).
+    """``T^H soft(T x, threshold)`` with ``T`` the unitary temporal FFT along axis 0 (``1/√T``).
 
     Complex soft thresholding ``z · max(|z| − τ, 0) / |z|`` is elementwise and keeps the phase,
-    so the ``fftshift`` of Otazo's ``TempFFT`` (a permutation of the coefficients) changes
-    nothing; :func:`cmrecon.recon.fft.fft1c` (centred, orthonormal: ``1/√T``) is used.
+    so neither the ``fftshift`` of Otazo's ``TempFFT`` (a permutation of the coefficients) nor
+    the centring of :func:`cmrecon.recon.fft.fft1c` (a permutation and unit-modulus factors)
+    changes the result: the plain orthonormal FFT is used.
     """
-    z = fft1c(x, axis=0)
-    mag = torch.abs(z)
-    z = z * (torch.clamp(mag - threshold, min=0) / torch.clamp(mag, min=1e-30))
-    return ifft1c(z, axis=0)
+    z = torch.fft.fft(x, dim=0, norm="ortho")
+    mag = z.real.square().add_(z.imag.square()).sqrt_().clamp_min_(1e-30)
+    z.mul_(mag.reciprocal_().mul_(-threshold).add_(1).clamp_min_(0))
+    return torch.fft.ifft(z, dim=0, norm="ortho")
+
+
+def _norm(x: torch.Tensor) -> float:
+    """``||x||₂`` of a complex tensor (through its real view: ~50× faster on the CPU)."""
+    return float(torch.linalg.vector_norm(torch.view_as_real(x)))
 
 
 def _relative_change(new: torch.Tensor, old: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(new - old) / torch.clamp(torch.linalg.vector_norm(old), min=1e-30))
+    return _norm(new - old) / max(_norm(old), 1e-30)
 
 
 def _lps_ist(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, iterations: int,
-             tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Otazo's iterative soft thresholding (``lps_ist``), a proximal gradient step of 1."""
+             tol: float, callback=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Otazo's iterative soft thresholding (``lps_ist``), a proximal gradient step of 1.
+
+    ``callback(k, L, S)``, when given, sees the work-frame iterates after iteration ``k``.
+    """
     m = b.clone()
     l_prev = m
     s = torch.zeros_like(b)
@@ -321,18 +330,20 @@ def _lps_ist(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, 
     while done < iterations:
         done += 1
         m_prev = m
-        low = _svt(m - s, lambda_l)
+        low = _svt(m - s, lambda_l)        # threshold λ_L·σ_1(M − S)
         s = _soft_t(m - l_prev, lambda_s)
         x = low + s
         m = x - (gram(x) - b)            # one gradient step: L + S − E^H(E(L + S) − d)
         l_prev = low
+        if callback is not None:
+            callback(done, low, s)
         if _relative_change(m, m_prev) < tol:
             break
     return low, s, done
 
 
 def _lps_pogm(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, iterations: int,
-              tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+              tol: float, callback=None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """L+S by POGM with gradient restart on the stacked variable ``(L, S)`` (Lin & Fessler 2019).
 
     The data term ``½||E(L + S) − d||²`` has a gradient ``(g, g)``, ``g = E^H(E(L + S) − d)``,
@@ -340,44 +351,45 @@ def _lps_pogm(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float,
     a POGM step with weight ``ζ`` thresholds by ``ζ·λ``. Otazo's relative threshold is kept
     consistent with IST: ``λ_L · σ_1(L − g)``, the largest singular value of what IST would
     threshold at the current point, so both methods share the fixed point
-    ``L = SVT_{λ_L σ_1(L − g)}(L − g)``, ``S = T^H soft_{λ_S}(T(S − g))``.
+    ``L = SVT_{λ_L σ_1(L − g)}(L − g)``, ``S = T^H soft_{λ_S}(T(S − g))``. ``callback`` as
+    in :func:`_lps_ist` (with the secondary iterate ``x_k``, the one returned).
     """
     alpha = 0.5
-    xl, xs = b.clone(), torch.zeros_like(b)      # start of Lin & Fessler: L = E^H d, S = 0
-    ul_old, us_old, zl_old, zs_old, yl_old, ys_old = xl, xs, xl, xs, xl, xs
+    # stacked iterates: index 0 is L, 1 is S; start of Lin & Fessler: L = E^H d, S = 0
+    x = torch.stack([b, torch.zeros_like(b)])
+    u_old, z_old, y_old = x, x, x
     t, zeta_old = 1.0, 1.0
     m_prev = None
     done = 0
     for k in range(iterations + 1):
-        g = gram(xl + xs) - b
-        m = xl + xs - g                  # IST's point: the stopping rule is Otazo's
+        g = gram(x[0] + x[1]) - b
+        m = x[0] + x[1] - g              # IST's point: the stopping rule is Otazo's
         if m_prev is not None and _relative_change(m, m_prev) < tol:
             break
         if k == iterations:
             break
         m_prev = m
-        sigma = float(_sigma_max(xl - g))
-        ul, us = xl - alpha * g, xs - alpha * g
+        sigma = float(_sigma_max(x[0] - g))
+        u = x - alpha * g                # gradient step, g for both L and S
         t_new = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
         beta, gamma = (t - 1) / t_new, t / t_new
         c = beta * alpha / zeta_old
-        zl = ul + beta * (ul - ul_old) + gamma * (ul - xl) - c * (xl - zl_old)
-        zs = us + beta * (us - us_old) + gamma * (us - xs) - c * (xs - zs_old)
+        # z = u + β(u − u_old) + γ(u − x) − c(x − z_old)
+        z = u * (1 + beta + gamma)
+        z.add_(u_old, alpha=-beta).add_(x, alpha=-(gamma + c)).add_(z_old, alpha=c)
         zeta = alpha * (1 + beta + gamma)
-        u, s, vh = torch.linalg.svd(zl.reshape(zl.shape[0], -1), full_matrices=False)
-        s = torch.clamp(s - zeta * lambda_l * sigma, min=0)
-        xl_new = ((u * s.to(u.dtype)) @ vh).reshape(zl.shape)
-        xs_new = _soft_t(zs, zeta * lambda_s)
+        x_new = torch.stack([_svt(z[0], zeta * lambda_l, sigma), _soft_t(z[1], zeta * lambda_s)])
         # composite gradient and the primary iterate, for the gradient restart (Kim & Fessler)
-        fl = g - (xl_new - zl) / zeta
-        fs = g - (xs_new - zs) / zeta
-        yl, ys = xl - alpha * fl, xs - alpha * fs
-        if _inner(fl, yl - yl_old) + _inner(fs, ys - ys_old) >= 0:
-            t_new = 1.0                  # -Fgrad · (y_new − y_old) ≤ 0: restart the momentum
-        ul_old, us_old, zl_old, zs_old, yl_old, ys_old = ul, us, zl, zs, yl, ys
-        xl, xs, zeta_old, t = xl_new, xs_new, zeta, t_new
+        f = (x_new - z).mul_(-1 / zeta).add_(g)
+        y = x - alpha * f
+        if _inner(f, y - y_old) >= 0:
+            t_new = 1.0                  # -F · (y − y_old) ≤ 0: restart the momentum
+        u_old, z_old, y_old = u, z, y
+        x, zeta_old, t = x_new, zeta, t_new
         done = k + 1
-    return xl, xs, done
+        if callback is not None:
+            callback(done, x[0], x[1])
+    return x[0], x[1], done
 
 
 def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float = 0.01,
