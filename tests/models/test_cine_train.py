@@ -64,6 +64,16 @@ def test_loss_is_zero_at_the_target_and_grows_with_the_error():
     assert 0 < float(cine_loss(t + 0.01 * noise, t)) < float(cine_loss(t + 0.1 * noise, t))
 
 
+def test_the_dynamic_term_adds_the_weighted_nmse_over_the_dynamic_region():
+    sl = phantom_slice(np.random.default_rng(1), 20, 3, 2, 2)
+    t, dyn = torch.from_numpy(sl.target)[None], torch.from_numpy(sl.dynamic)[None]
+    pred = t + 0.05 * torch.randn_like(t) * float(t.abs().max())
+    d = (pred - t)[0][:, sl.dynamic]
+    nmse = float(d.abs().pow(2).sum() / t[0][:, sl.dynamic].abs().pow(2).sum())
+    extra = float(cine_loss(pred, t, dyn, 2.0)) - float(cine_loss(pred, t))
+    assert extra == pytest.approx(2.0 * nmse, rel=1e-4)
+
+
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     s = CineTrainSettings(lr=1e-3, min_lr=1e-5, warmup_steps=10, steps=110)
     assert learning_rate(s, 0) == pytest.approx(1e-4)
@@ -90,6 +100,18 @@ def test_training_steps_lower_the_loss_on_a_tiny_case(tmp_path):
     assert train[-1] < train[0]
     assert out.finished and (tmp_path / "run" / "best.pt").is_file()
     assert (tmp_path / "run" / "best.pt.sha256").is_file()
+
+
+def test_a_run_can_start_from_saved_weights(tmp_path):
+    files = _slices(tmp_path, 1)
+    first = train_cine(dataclasses.replace(TINY, steps=2, val_every=2), files, [CineSlice.load(files[0])],
+                       tmp_path / "first", say=lambda line: None)
+    assert first.best["step"] == 2
+    s = dataclasses.replace(TINY, steps=1, lr=0.0, min_lr=0.0, init_weights=str(tmp_path / "first" / "best.pt"))
+    train_cine(s, files, [], tmp_path / "second", say=lambda line: None)
+    a = torch.load(tmp_path / "first" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "second" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)   # lr 0: the step changed nothing
 
 
 def test_resuming_is_bit_identical_to_an_uninterrupted_run(tmp_path):

@@ -251,25 +251,32 @@ def crop_columns(sl: CineSlice, x0: int, width: int) -> CineSlice:
 
 
 def tensors(sl: CineSlice, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """``(kspace, maps, mask, target)`` of one slice as a batch of one on ``device``."""
+    """``(kspace, maps, mask, target, dynamic)`` of one slice as a batch of one on ``device``."""
     return tuple(torch.from_numpy(np.ascontiguousarray(a))[None].to(device)
-                 for a in (sl.kspace, sl.maps, sl.mask, sl.target))
+                 for a in (sl.kspace, sl.maps, sl.mask, sl.target, sl.dynamic))
 
 
 # ----------------------------------------------------------------------------- loss
 
 
-def cine_loss(pred: torch.Tensor, target: torch.Tensor, window_px: int = 7) -> torch.Tensor:
-    """CRUNet's loss on images scaled by the target's maximum magnitude (module docstring).
+def cine_loss(pred: torch.Tensor, target: torch.Tensor, dynamic: Optional[torch.Tensor] = None,
+              dynamic_weight: float = 0.0, window_px: int = 7) -> torch.Tensor:
+    """CRUNet's loss on images scaled by the target's maximum magnitude (module docstring), plus an
+    optional dynamic-region NMSE term.
 
     Parameters
     ----------
     pred, target : (B, T, y, x) complex64
         Prediction (cropped to the target's grid) and the noise-free target.
+    dynamic : (B, y, x) bool, optional
+        The truth's dynamic region.
+    dynamic_weight : float
+        Weight of ``Σ_dyn |pred − target|² / Σ_dyn |target|²`` (over every phase).
 
     Returns
     -------
-    Scalar ``0.75·MSE + 0.5·L1 + 0.5·(SSIM loss(Re) + SSIM loss(Im))``, averaged over the batch.
+    Scalar ``0.75·MSE + 0.5·L1 + 0.5·(SSIM loss(Re) + SSIM loss(Im)) [+ w·NMSE_dynamic]``,
+    averaged over the batch.
     """
     from cmrecon.metrics import ssim_valid
     scale = target.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
@@ -281,7 +288,13 @@ def cine_loss(pred: torch.Tensor, target: torch.Tensor, window_px: int = 7) -> t
     tt = t.permute(0, 1, 4, 2, 3).flatten(0, 2)[:, None]
     one = torch.ones((), dtype=pp.dtype, device=pp.device)
     ssim_sum = 2.0 * (1.0 - ssim_valid(pp, tt, one, window_px).mean())   # Re + Im
-    return 0.75 * mse + 0.5 * l1 + 0.5 * ssim_sum
+    total = 0.75 * mse + 0.5 * l1 + 0.5 * ssim_sum
+    if dynamic_weight and dynamic is not None:
+        w = dynamic[:, None].to(pred.real.dtype)
+        err = (w * (pred - target).abs().pow(2)).sum(dim=(1, 2, 3))
+        energy = (w * target.abs().pow(2)).sum(dim=(1, 2, 3)).clamp(min=1e-12)
+        total = total + dynamic_weight * (err / energy).mean()
+    return total
 
 
 # ----------------------------------------------------------------------------- settings
@@ -321,6 +334,8 @@ class CineTrainSettings:
     samplings: tuple[str, ...] = _doc("sampling patterns drawn from", ("equispaced", "kt_interleaved"))
     snr: tuple[float, float] = _doc("[lo, hi] LV-blood SNR of one fully sampled phase", (10.0, 40.0))
     data_seed: int = _doc("seed of the case draws (validation and training use disjoint streams)", 16)
+    dynamic_weight: float = _doc("weight of the dynamic-region NMSE term of the loss (0 = CRUNet's loss)", 0.0)
+    init_weights: str = _doc("CineCRUNet checkpoint to start from (fine-tuning; '' = random)", "")
 
     def run_fields(self) -> dict[str, Any]:
         """The fields that define the run (must match on resume)."""
@@ -426,7 +441,7 @@ def validate(model: CineCRUNet, val: Sequence[CineSlice], device: torch.device) 
     model.eval()
     rows = []
     for sl in val:
-        k, maps, mask, target = tensors(sl, device)
+        k, maps, mask, target, _ = tensors(sl, device)
         pred = centre_crop(model(k, maps, mask), sl.target.shape[-2:])
         zf = centre_crop(zero_filled(k, maps, mask), sl.target.shape[-2:])
         truth = {"images": sl.target[None], "dynamic_mask": sl.dynamic[None], "static_mask": sl.static[None]}
@@ -508,6 +523,14 @@ def train_cine(settings: CineTrainSettings, train_files: Sequence[Path], val: Se
         say(f"train cine: resumed at step {step}")
     elif state_path.exists():
         raise CineTrainError(f"{str(state_path)!r} exists: resume that run or choose another folder")
+    elif settings.init_weights:
+        from cmrecon.models.crunet import load_cine_crunet
+        start = load_cine_crunet(settings.init_weights)
+        if start.config != model.model_config():
+            raise CineTrainError(f"init_weights {settings.init_weights!r}: architecture {start.config} "
+                                 f"differs from the run's {model.model_config()}")
+        model.load_state_dict(start.model.state_dict())
+        say(f"train cine: starting from {settings.init_weights} (sha256 {start.sha256[:12]}…)")
     stop = settings.steps if max_steps is None else min(settings.steps, int(max_steps))
     say(f"train cine: {count_parameters(model):,} parameters, {len(train_files)} training slices, "
         f"{len(val)} validation slices, steps {step}→{stop} of {settings.steps}, "
@@ -531,12 +554,12 @@ def train_cine(settings: CineTrainSettings, train_files: Sequence[Path], val: Se
             break
         idx, u = _draw(settings, step, len(train_files))
         sl = _crop_for(CineSlice.load(train_files[idx]), settings, u)
-        k, maps, mask, target = tensors(sl, device)
+        k, maps, mask, target, dynamic = tensors(sl, device)
         lr = learning_rate(settings, step)
         for group in opt.param_groups:
             group["lr"] = lr
         pred = centre_crop(model(k, maps, mask), sl.target.shape[-2:])
-        loss = cine_loss(pred, target)
+        loss = cine_loss(pred, target, dynamic, settings.dynamic_weight)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise CineTrainError(f"non-finite loss {value} at step {step}")

@@ -38,7 +38,8 @@ def _run_cine(args: argparse.Namespace) -> int:
     given = {"steps": args.steps, "minutes": args.minutes, "threads": args.threads, "seed": args.seed,
              "train_cases": args.train_cases, "val_cases": args.val_cases, "chans": args.chans,
              "num_cascades": args.cascades, "crop_x": args.crop_x, "lr": args.lr,
-             "val_every": args.val_every}
+             "val_every": args.val_every, "dynamic_weight": args.dynamic_weight,
+             "init_weights": args.init_weights, "warmup_steps": args.warmup_steps}
     settings = CineTrainSettings(**{k: v for k, v in given.items() if v is not None})
     outcome = run_cine_training(settings, args.out, args.cache or str(Path(args.out) / "cache"),
                                 resume=args.resume, ship=args.ship, source=args.source,
@@ -95,5 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c.add_argument("--crop-x", type=int, help="image columns per training step (default 48; 0 = all)")
     c.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     c.add_argument("--val-every", type=int, help="steps per validation (default 200)")
+    c.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 100)")
+    c.add_argument("--dynamic-weight", type=float,
+                   help="weight of a dynamic-region NMSE loss term (default 0: CRUNet's loss)")
+    c.add_argument("--init-weights", help="CineCRUNet checkpoint to start from (fine-tuning)")
     c.set_defaults(func=_run_cine)
     return p
