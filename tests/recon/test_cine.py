@@ -274,6 +274,8 @@ def test_parameters_out_of_range_are_value_errors():
         cine_sense(kspace, maps, full, lam=-1.0)
     with pytest.raises(ValueError, match="iterations"):
         cine_sense(kspace, maps, full, iterations=-1)
+    with pytest.raises(ValueError, match=r"maps must be unit-norm .* = 4"):
+        lps(kspace, 2 * maps, full)                   # the unit gradient step would diverge
 
 
 @pytest.mark.cuda

@@ -20,8 +20,8 @@ readout FFT of ``F`` cancels in ``F^H M F``, and the centring shifts move onto t
 (``M' = ifftshift(M)``). Both algorithms treat pixels alike (inner products, the Casorati matrix,
 the per-pixel temporal FFT), so they run on images permuted once into that frame (and transposed
 so that y is the contiguous axis), with preallocated work arrays: 3–4× less CPU time per
-``E^H E`` than applying ``E`` and ``E^H`` as written (128², 20 phases, 10 coils). :class:`CineGram` is tested against
-``E.H @ E``.
+``E^H E`` than applying ``E`` and ``E^H`` as written (128², 20 phases, 10 coils).
+:class:`CineGram` is tested against ``E.H @ E``.
 
 References
 ----------
@@ -401,7 +401,8 @@ def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float 
     norm of the Casorati matrix (pixels × phases) and ``T`` the unitary temporal FFT
     (``1/√T``). ``ist`` is Otazo's ``lps_ist``: a singular-value soft threshold of ``M − S``,
     a complex soft threshold of the temporal spectrum of ``M − L_prev``, one gradient step
-    ``M = L + S − E^H(E(L + S) − d)``, stopping when ``||M − M_prev|| < tol·||M_prev||``.
+    ``M = L + S − E^H(E(L + S) − d)``, stopping when ``||M − M_prev|| < tol·||M_prev||`` or
+    after ``iterations`` (Otazo's loop allows one more).
     ``pogm`` reaches the same fixed point with the proximal optimized gradient method and
     gradient restart (Lin & Fessler 2019), in fewer iterations.
 
@@ -446,8 +447,8 @@ def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float 
     Raises
     ------
     ValueError
-        Shapes that disagree (the message names the arrays), a non-boolean mask, parameters out
-        of range, an unknown ``method``.
+        Shapes that disagree (the message names the arrays), a non-boolean mask, maps with
+        ``Σ_c |S_c|² > 1.01`` somewhere, parameters out of range, an unknown ``method``.
 
     References
     ----------
@@ -462,6 +463,10 @@ def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float 
     if not lambda_s >= 0:
         raise ValueError(f"lambda_s must be >= 0, got {lambda_s!r}")
     _check_iterations(iterations, tol)
+    power = float(np.max(np.sum(np.abs(np.asarray(maps)) ** 2, axis=0), initial=0.0))
+    if power > 1.01:
+        raise ValueError(f"maps must be unit-norm (Σ_c |S_c|² ≤ 1, so that ||E|| ≤ 1 for the "
+                         f"gradient step), got max Σ_c |S_c|² = {power:.3g}")
     b, gram = _setup(kspace, maps, mask, device)
     scale = float(torch.abs(b).max()) if b.numel() else 0.0
     if scale == 0.0:
