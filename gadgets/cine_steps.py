@@ -271,13 +271,17 @@ def cine_crunet(mk: CineMapped, params: CineCrunetParams, ctx: StepContext) -> C
 class CineInrParams:
     """Parameters of ``cine_inr``."""
 
-    iterations: int = field(default=300, metadata={"doc": "Adam iterations per slice (at most)"})
+    # defaults are cmrecon.recon.cine_inr.InrParams' (a test keeps them equal; not imported here,
+    # so that loading the steps does not import torch)
+    iterations: int = field(default=150, metadata={"doc": "Adam iterations per slice (at most)"})
     budget_s: float = field(default=60.0, metadata={
         "doc": "wall-time budget per slice, s: the fit stops there even before its iterations "
                "(then the images depend on the machine's speed; the log and meta say which stopped it)"})
-    tv_time_weight: float = field(default=0.02, metadata={"doc": "weight of the temporal total variation"})
-    nuclear_weight: float = field(default=2e-4, metadata={
-        "doc": "weight of the nuclear norm of the (phases × pixels) Casorati matrix / phases"})
+    tv_time_weight: float = field(default=0.1, metadata={
+        "doc": "weight of the temporal total variation (Feng 2025: 0.02; 0.1 measured better on noisy data)"})
+    nuclear_weight: float = field(default=2e-5, metadata={
+        "doc": "weight of the nuclear norm of the (phases × pixels) Casorati matrix / phases "
+               "(Feng 2025: 2e-4)"})
     seed: int = field(default=0, metadata={"doc": "seed of the grid and MLP initialisation"})
     device: str = field(default="auto", metadata={
         "doc": "where to fit: auto = cuda when available", "choices": ("auto", "cpu", "cuda")})

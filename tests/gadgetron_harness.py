@@ -108,15 +108,15 @@ def play_gadgetron(target: str, config_xml: str, header: bytes, items,
         conn, _ = listener.accept()
         out.connect_s = time.monotonic() - t0
         listener.close()
-        conn.sendall(_frames(config_xml, header, items))
-        conn.settimeout(timeout_s)
-        reader = P.MessageReader(conn.makefile("rb"))
-        while (m := reader.read()) is not None:
-            out.messages.append(m)
-            if isinstance(m, P.Close):
-                break
-        out.session_s = time.monotonic() - t0
-        conn.close()
+        with conn, conn.makefile("rb") as fh:   # the file holds the socket open too: close both
+            conn.sendall(_frames(config_xml, header, items))
+            conn.settimeout(timeout_s)
+            reader = P.MessageReader(fh)
+            while (m := reader.read()) is not None:
+                out.messages.append(m)
+                if isinstance(m, P.Close):
+                    break
+            out.session_s = time.monotonic() - t0
         out.returncode = child.wait(timeout=timeout_s)
     finally:
         if child.poll() is None:

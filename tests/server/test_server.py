@@ -164,7 +164,7 @@ def _first_acq(case):
 
 BAD = {
     "unknown chain": (lambda c: _frame(P.ConfigFile("no_such_chain"), P.Header(b"<x/>"), P.Close()),
-                      "unknown chain 'no_such_chain'; known chains: fft_rss, passthrough"),
+                      "unknown chain 'no_such_chain'; known chains: cine_lps, cine_sense, fft_rss, passthrough"),
     "unknown message id": (lambda c: _frame(P.ConfigFile("fft_rss"), P.Header(_header_bytes(c))) + struct.pack("<H", 4242),
                            "unknown message id 4242"),
     "absurd length": (lambda c: _frame(P.ConfigFile("fft_rss")) + struct.pack("<HI", 3, 2**31 + 5),
