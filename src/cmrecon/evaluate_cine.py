@@ -212,7 +212,9 @@ def save_cine_panel(path: Path, truth: Any, s: int, name: str, result: np.ndarra
     es = int(np.argmax([np.sum((y[p][dyn] - y[0][dyn]) ** 2) for p in range(len(y))]))
     row = int(np.round(np.mean(np.nonzero(dyn)[0]))) if dyn.any() else y.shape[1] // 2
     win, err_win = (0.0, 1.0), (0.0, 0.2)
+    reps = max(1, y.shape[1] // (2 * len(y)))            # x-t tiles at least half as tall as the images
+    xt = lambda a: np.repeat(a[:, row, :], reps, axis=0)  # noqa: E731
     save_panel(path, [("truth ED", y[0], win), (f"{name} ED", x[0], win), ("|error| ED", np.abs(x[0] - y[0]), err_win),
                       (f"truth phase {es}", y[es], win), (f"{name} phase {es}", x[es], win),
                       (f"|error| phase {es}", np.abs(x[es] - y[es]), err_win),
-                      (f"truth x-t row {row}", y[:, row, :], win), (f"{name} x-t", x[:, row, :], win)], ncols=3)
+                      (f"truth x-t row {row}", xt(y), win), (f"{name} x-t", xt(x), win)], ncols=3)
