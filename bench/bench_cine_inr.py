@@ -6,7 +6,14 @@ and myocardium, smooth coil maps with Σ|S|² = 1) at 128² × 20 phases × 10 c
 ``--sampling kt_interleaved``). Quality: NMSE and SSIM (cmrecon.metrics, 7×7 box, data range =
 the truth's peak) of |x| against |truth|, over the whole image and over the dynamic region
 (pixels whose magnitude changes over the cycle), averaged over phases; peers in the same run:
-zero-filled E^H d, per-phase CG-SENSE, and L+S from cmrecon.recon.cine when it exists.
+zero-filled E^H d, and cine_sense (per-phase CG-SENSE) and cine_lps (L+S) of
+cmrecon.recon.cine with the chain steps' default parameters.
+
+The INR's schedule (level unlocking, lr halving) runs in iterations (``InrParams.iterations``);
+a budget shorter than those iterations take cuts the schedule short. Two rows per budget:
+``defaults`` (InrParams() with that budget) and ``schedule fitted`` (iterations set to what a
+15-iteration probe says fit the budget, so the whole schedule runs; shown when fewer than the
+defaults' iterations).
 
 Run: ``python bench/bench_cine_inr.py [--budgets 10,30,60] [--threads 2]``. The machine's load
 (``os.getloadavg``) is printed with the table: timings on a shared 2-core CPU move with it.
@@ -28,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "recon"))
 from test_cine_inr import cine_phantom  # noqa: E402  (the test's phantom, built the same way)
 
 from cmrecon.metrics import ssim  # noqa: E402
+from cmrecon.recon.cine import cine_sense, lps  # noqa: E402
 from cmrecon.recon.cine_inr import InrParams, fit_inr  # noqa: E402
 from cmrecon.recon.fft import ifft2c  # noqa: E402
-from cmrecon.recon.sense import cg_sense  # noqa: E402
+from cmrecon_gadgets.cine_steps import CineLpsParams, CineSenseParams  # noqa: E402
 
 
 def sampling_mask(phases: int, n_pe: int, r: int, acs: int, kind: str) -> np.ndarray:
@@ -52,18 +60,6 @@ def scores(x: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
     out["ssim_dyn"] = float(np.mean([ssim(a[p], b[p], data_range=peak, mask=region)
                                      for p in range(len(a))]))
     return out
-
-
-def lps_peer(kspace, maps, mask):
-    """L+S from cmrecon.recon.cine if that module exists (another engineer's), else None."""
-    try:
-        from cmrecon.recon import cine
-    except ImportError:
-        return None
-    fn = getattr(cine, "lps", None) or getattr(cine, "lps_ist", None) or getattr(cine, "low_rank_sparse", None)
-    if fn is None:
-        return None
-    return fn(kspace, maps, mask)
 
 
 def main() -> None:
@@ -99,23 +95,36 @@ def main() -> None:
     print(f"InrParams: {base}")
 
     rows = []
-    t = time.perf_counter()
-    zf = (maps.conj()[None] * ifft2c(kspace)).sum(1)
-    rows.append(("zero-filled E^H d", "-", "-", time.perf_counter() - t, scores(zf, truth, dyn)))
-    t = time.perf_counter()
-    cg = np.array([cg_sense(kspace[p], maps, mask[p], lam=1e-3, iterations=15)
-                   for p in range(args.phases)])
-    rows.append(("CG-SENSE per phase (15 it)", "-", "-", time.perf_counter() - t, scores(cg, truth, dyn)))
-    t = time.perf_counter()
-    lps = lps_peer(kspace, maps, mask)
-    if lps is not None:
-        rows.append(("L+S (cmrecon.recon.cine)", "-", "-", time.perf_counter() - t, scores(lps, truth, dyn)))
 
+    def timed(name, fn, its="-"):
+        t = time.perf_counter()
+        x = fn()
+        secs = time.perf_counter() - t
+        rows.append((name, its, "-", secs, scores(x, truth, dyn)))
+
+    timed("zero-filled E^H d", lambda: (maps.conj()[None] * ifft2c(kspace)).sum(1))
+    sp, lp = CineSenseParams(), CineLpsParams()
+    timed("cine_sense (per-phase CG-SENSE)", lambda: cine_sense(kspace, maps, mask, lam=sp.lam,
+                                                                iterations=sp.iterations, tol=sp.tol))
+    timed("cine_lps (L+S)", lambda: lps(kspace, maps, mask, lambda_l=lp.lambda_l, lambda_s=lp.lambda_s,
+                                        iterations=lp.iterations, tol=lp.tol, method=lp.method).images)
+    lps_scores = rows[-1][-1]
+
+    marks = {}
+    probe = dataclasses.replace(base, iterations=15, budget_s=1e9, progress_every_iterations=5)
+    fit_inr(kspace, maps, mask, probe, progress=lambda it, loss, el: marks.__setitem__(it, el))
+    per_iteration = (marks[15] - marks[5]) / 10
+    setup = marks[5] - 5 * per_iteration
+    print(f"probe: {per_iteration:.3f} s per iteration (iterations 6-15), {setup:.1f} s setup and warm-up")
     for budget in [float(b) for b in args.budgets.split(",")]:
-        params = dataclasses.replace(base, budget_s=budget)
-        res = fit_inr(kspace, maps, mask, params)
-        rows.append((f"INR budget {budget:g} s", res.iterations, res.seconds / max(res.iterations, 1),
-                     res.seconds, scores(res.images, truth, dyn)))
+        fitted = max(1, int(0.9 * (budget - setup) / per_iteration))  # 10 % margin for load swings
+        for label, params in (("defaults", dataclasses.replace(base, budget_s=budget)),
+                              (f"schedule fitted ({fitted} it)",
+                               dataclasses.replace(base, budget_s=budget, iterations=fitted))):
+            if label == "defaults" or fitted < base.iterations:
+                res = fit_inr(kspace, maps, mask, params)
+                rows.append((f"cine_inr {budget:g} s, {label}, stopped by {res.stopped_by}", res.iterations,
+                             res.seconds / max(res.iterations, 1), res.seconds, scores(res.images, truth, dyn)))
 
     print("\n| method | iterations | s/iteration | s/slice | NMSE | NMSE dyn | SSIM | SSIM dyn |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -123,6 +132,10 @@ def main() -> None:
         per = per_it if isinstance(per_it, str) else f"{per_it:.3f}"
         print(f"| {name} | {its} | {per} | {secs:.1f} | {sc['nmse']:.4f} | {sc['nmse_dyn']:.4f} | "
               f"{sc['ssim']:.4f} | {sc['ssim_dyn']:.4f} |")
+    print("\nINR against cine_lps (dynamic region): NMSE ratio (< 1: INR better), SSIM difference (> 0: INR better)")
+    for name, _, _, _, sc in rows[3:]:
+        print(f"  {name}: NMSE dyn {sc['nmse_dyn'] / lps_scores['nmse_dyn']:.2f}x, "
+              f"SSIM dyn {sc['ssim_dyn'] - lps_scores['ssim_dyn']:+.4f}")
     print(f"\nload {os.getloadavg()[0]:.2f} at end")
 
 
