@@ -13,6 +13,7 @@ from cmrecon.models.cine_train import (
     CineSlice,
     CineTrainError,
     CineTrainSettings,
+    aligned_target,
     cine_loss,
     crop_columns,
     learning_rate,
@@ -72,6 +73,18 @@ def test_the_dynamic_term_adds_the_weighted_nmse_over_the_dynamic_region():
     nmse = float(d.abs().pow(2).sum() / t[0][:, sl.dynamic].abs().pow(2).sum())
     extra = float(cine_loss(pred, t, dyn, 2.0)) - float(cine_loss(pred, t))
     assert extra == pytest.approx(2.0 * nmse, rel=1e-4)
+
+
+def test_the_target_takes_the_phase_convention_of_the_estimated_maps():
+    sl = phantom_slice(np.random.default_rng(4), 16, 3, 3, 2)
+    yy, xx = np.mgrid[0:16, 0:16]
+    theta = 0.3 * xx - 0.2 * yy + 1.0
+    est = sl.maps * np.exp(1j * theta)[None]
+    aligned = aligned_target(sl.target, sl.maps, est)
+    np.testing.assert_allclose(np.abs(aligned), np.abs(sl.target), rtol=1e-5)
+    # the same coil images: true maps × truth = estimated maps × aligned target
+    np.testing.assert_allclose(est[None] * aligned[:, None], sl.maps[None] * sl.target[:, None],
+                               rtol=0, atol=1e-4 * np.abs(sl.target).max())
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_the_floor():

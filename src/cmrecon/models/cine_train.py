@@ -8,10 +8,13 @@ stream (:func:`cmrecon.sim.cine.simulate_cine`) run through the chain's own fron
 ``cine_coil_maps``, as the shipped chains run them) to a
 :class:`~cmrecon.products.cine.CineMapped`, so training inputs and chain inputs cannot differ.
 The target is the truth's noise-free, fully sampled coil-combined ``images`` (phases, y, x) on
-the recon grid (the output is centre-cropped to it, :func:`cmrecon.axes.centre_crop`). Slices
-are generated once into a cache folder of ``.npz`` files (:func:`build_cache`); epochs read
-them back. :func:`phantom_slice` is a small analytic stand-in (a beating ellipse on a static
-background) for tests.
+the recon grid, turned into the phase convention of the chain's estimated coil maps
+(:func:`aligned_target`: maps are known only up to a smooth phase, and hard DC imposes the
+estimated maps' one; a target in the true maps' phase asks for the impossible); the output is
+centre-cropped to that grid (:func:`cmrecon.axes.centre_crop`). Slices are generated once
+into a cache folder of ``.npz`` files (:func:`build_cache`); epochs read them back.
+:func:`phantom_slice` is a small analytic stand-in (a beating ellipse on a static background)
+for tests.
 
 Readout crops: the undersampling is along ``ky`` only, so the problem separates over image
 columns. A training step may take a random block of ``crop_x`` columns (:func:`crop_columns`:
@@ -58,7 +61,7 @@ from cmrecon.errors import CmreconError
 from cmrecon.models.crunet import PAD_MULTIPLE, CineCRUNet, count_parameters
 from cmrecon.recon.fft import fft1c, fft2c, ifft1c
 
-__all__ = ["STATE_FORMAT", "CineSlice", "CineTrainError", "CineTrainSettings",
+__all__ = ["STATE_FORMAT", "CineSlice", "aligned_target", "CineTrainError", "CineTrainSettings",
            "build_cache", "cine_loss", "crop_columns", "front_end", "learning_rate",
            "phantom_slice", "simulated_slices", "train_cine", "validate"]
 
@@ -195,6 +198,27 @@ def front_end(header_xml: str | bytes, items: Sequence[Any]) -> list:
     return [x for x in stream if isinstance(x, CineMapped)]
 
 
+def aligned_target(images: np.ndarray, true_maps: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """The truth's images in the phase convention of the chain's coil maps.
+
+    Coil maps are known up to a smooth phase θ(y, x): if ``maps = true_maps · e^{iθ}``, the
+    same data are explained by ``images · e^{−iθ}``, and that is what a reconstruction with the
+    chain's maps (hard DC included) can give. The magnitude stays the truth's; the phase turns by
+    ``angle(Σ_c conj(maps_c) · true_maps_c)`` (= −θ where the maps agree).
+
+    Parameters
+    ----------
+    images : (T, y, x) complex, the truth's images (combined with the true maps).
+    true_maps, maps : (C, y, x) complex, true and estimated unit-norm coil maps on that grid.
+
+    Returns
+    -------
+    (T, y, x) complex64
+    """
+    rel = np.sum(np.conj(maps) * true_maps, axis=0)
+    return (np.asarray(images) * np.exp(1j * np.angle(rel))[None]).astype(np.complex64)
+
+
 def simulated_slices(params: Any) -> list[CineSlice]:
     """Every slice of one simulated cine case, through the chain's front end.
 
@@ -212,8 +236,9 @@ def simulated_slices(params: Any) -> list[CineSlice]:
     out = []
     for mk in front_end(case.header_xml, case.items):
         s = int(mk.info.slice)
-        target = np.asarray(truth["images"][s]).astype(np.complex64)
         ny, nx = shape_yx(mk.info.recon_matrix)
+        target = aligned_target(truth["images"][s], truth["coil_maps"][s],
+                                centre_crop(mk.maps.maps, (ny, nx)))
         if target.shape[-2:] != (ny, nx):
             raise CineTrainError(f"truth images {target.shape} differ from the recon matrix {(ny, nx)}")
         out.append(CineSlice(
