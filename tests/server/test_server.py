@@ -13,6 +13,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
+from cmrecon.chain.definition import list_chains
 from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml, write_dataset
 from cmrecon.server.client import ReplayError, replay_in_process, replay_remote
@@ -164,7 +165,7 @@ def _first_acq(case):
 
 BAD = {
     "unknown chain": (lambda c: _frame(P.ConfigFile("no_such_chain"), P.Header(b"<x/>"), P.Close()),
-                      "unknown chain 'no_such_chain'; known chains: cine_lps, cine_sense, fft_rss, passthrough"),
+                      "unknown chain 'no_such_chain'; known chains: " + ", ".join(list_chains())),
     "unknown message id": (lambda c: _frame(P.ConfigFile("fft_rss"), P.Header(_header_bytes(c))) + struct.pack("<H", 4242),
                            "unknown message id 4242"),
     "absurd length": (lambda c: _frame(P.ConfigFile("fft_rss")) + struct.pack("<HI", 3, 2**31 + 5),
