@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from cmrecon.models import train as tr
-from cmrecon.models.sense import ifft2c, reduce
 from cmrecon.models.serving import get_model
+from cmrecon.recon.operators import ifft2c, reduce
 from cmrecon.recon.psir_head import psir_head_tensor
 
 TEST_SEED = 888_001

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from cmrecon.models.psirnet import PRESETS, PSIRNet, SensitivityModel, VarNetBlock, count_parameters
-from cmrecon.models.sense import sense_operator
 from cmrecon.models.unet import JointNormUnet
 from cmrecon.recon.fft import fft2c as np_fft2c
 from cmrecon.recon.fft import ifft2c as np_ifft2c
+from cmrecon.recon.operators import sense_operator
 from cmrecon.recon.psir_head import psirnet_head
 
 torch.set_num_threads(2)

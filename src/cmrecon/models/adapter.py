@@ -25,10 +25,10 @@ import torch
 
 from cmrecon.errors import StepError
 from cmrecon.models.psirnet import PSIRNet
-from cmrecon.models.sense import ifft2c, reduce
 from cmrecon.products.lge import MappedKspace
 from cmrecon.recon.fft import ifft2c as np_ifft2c
 from cmrecon.recon.moco import choose_repeat
+from cmrecon.recon.operators import ifft2c, reduce
 from cmrecon.recon.psir_head import psir_head_tensor, surface_coil_correction_map
 from cmrecon.recon.sense import reduce as np_reduce
 

@@ -6,7 +6,7 @@ Pipeline (one IR/PD pair per batch item):
    through a 2-channel :class:`~cmrecon.models.unet.NormUnet`, then divides by their
    root-sum-of-squares so ``Σ_c |S_c|² = 1`` (identity when ``sens_chans == 0``).
 2. Initial images: ``x⁰ = A^H y`` for IR and PD (coil combination of the zero-filled inverse
-   FFT; ``A = M F S``, see :mod:`cmrecon.models.sense`).
+   FFT; ``A = M F S``, see :mod:`cmrecon.recon.operators`).
 3. ``cascades``: ``num_cascades`` :class:`VarNetBlock` steps, each
    ``x ← x − |λ| A^H(A x − y) − R(x)`` for IR and PD with their own learned ``λ_IR``, ``λ_PD``
    (``ir_dc_weight``, ``pd_dc_weight``), and one joint 4-channel NormUnet regulariser ``R``
@@ -34,8 +34,8 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
-from cmrecon.models.sense import expand, fft2c, ifft2c, reduce
 from cmrecon.models.unet import JointNormUnet, NormUnet
+from cmrecon.recon.operators import expand, fft2c, ifft2c, reduce
 from cmrecon.recon.psir_head import psir_head_tensor
 
 __all__ = ["PRESETS", "PSIRNet", "SensitivityModel", "VarNetBlock", "count_parameters"]
@@ -88,7 +88,7 @@ class VarNetBlock(nn.Module):
     """One cascade: soft data consistency for IR and PD, minus a joint learned regulariser.
 
     ``x_IR ← x_IR − |λ_IR| A^H(A x_IR − y_IR) − R_IR(x_IR, x_PD)`` and likewise for PD, with
-    ``A = M F S`` (:func:`cmrecon.models.sense.sense_operator`) and ``A^H`` its adjoint, so the
+    ``A = M F S`` (:func:`cmrecon.recon.operators.sense_operator`) and ``A^H`` its adjoint, so the
     data term is the gradient of ``½‖A x − y‖²``.
 
     Parameters

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cmrecon.models.sense import LinearOp, sense_operator
+from cmrecon.recon.operators import LinearOp, sense_operator
 
 __all__ = ["CineGram", "LpsResult", "cine_encoding", "cine_sense", "lps"]
 
@@ -96,7 +96,7 @@ class _PhaseImages(LinearOp):
 def cine_encoding(maps: torch.Tensor, mask: torch.Tensor) -> LinearOp:
     """Cine encoding ``E = M·F·S`` of every phase: images ``(T, y, x)`` → k-space ``(T, C, ky, kx)``.
 
-    Built from :func:`cmrecon.models.sense.sense_operator` (one centred orthonormal FFT), so it
+    Built from :func:`cmrecon.recon.operators.sense_operator` (one centred orthonormal FFT), so it
     composes with ``@`` and ``E.H`` is the adjoint ``S^H·F^H·M`` (coil combination of the
     zero-filled inverse FFT of each phase).
 

@@ -1,4 +1,4 @@
-"""SENSE forward model of the learned reconstruction as operators: ``A = M ∘ F ∘ S``.
+"""SENSE forward model as operators (used by the learned models and the cine recon): ``A = M ∘ F ∘ S``.
 
 The network calls, in ``forward``, the TorchScript-compatible torch instances of the maths written
 once for numpy and torch (:mod:`cmrecon.recon.fft`, :mod:`cmrecon.recon.sense`), re-exported here:

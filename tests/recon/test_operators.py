@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cmrecon.models import sense as model_sense
-from cmrecon.models.sense import CoilExpand, FFT2c, SamplingMask, fft2c, ifft2c, sense_operator
+from cmrecon.recon import operators as operators
 from cmrecon.recon import sense as recon_sense
 from cmrecon.recon.fft import fft2c as np_fft2c
+from cmrecon.recon.operators import CoilExpand, FFT2c, SamplingMask, fft2c, ifft2c, sense_operator
 
 torch.set_num_threads(2)
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
@@ -86,13 +86,13 @@ def test_data_consistency_term_is_the_gradient():
 
 def test_model_functions_are_the_shared_ones_and_scriptable():
     """One implementation: the network's FFT/expand/reduce are recon's, compiled by TorchScript."""
-    assert model_sense.expand is recon_sense.expand and model_sense.reduce is recon_sense.reduce
-    assert model_sense.masked is recon_sense.masked
+    assert operators.expand is recon_sense.expand and operators.reduce is recon_sense.reduce
+    assert operators.masked is recon_sense.masked
     gen = torch.Generator().manual_seed(5)
     maps, x = _cplx(gen, 2, 3, 8, 6), _cplx(gen, 2, 1, 8, 6)
 
     def dc(image, sens_maps):
-        return model_sense.reduce(model_sense.ifft2c(model_sense.fft2c(
-            model_sense.expand(image, sens_maps))), sens_maps)
+        return operators.reduce(operators.ifft2c(operators.fft2c(
+            operators.expand(image, sens_maps))), sens_maps)
 
     assert torch.equal(torch.jit.script(dc)(x, maps), dc(x, maps))
