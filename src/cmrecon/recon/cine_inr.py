@@ -26,12 +26,12 @@ and why (measured on the analytic cine phantom of the tests, 64² and 128², 20 
   original: 16 hashed levels up to 16·2^15 nodes, 128 × 5 MLP on a GPU), bfloat16 where the
   hardware has it.
 
-* **Dense grids, not a hash grid.** The query points are the
-  pixel grid itself, so sampling a level's feature volume at every pixel is a separable
-  (tensor-product) linear interpolation: three small matrix products per level, no hashing,
-  no gather/scatter. A dense grid was 2-5x faster per iteration on a 2-core CPU than a naive
-  PyTorch hash grid of similar quality (docs/CINE facts), and with the finest level capped at
-  the matrix size a hash table's extra capacity buys nothing here.
+* **Dense grids, not a hash grid.** The query points are the pixel grid itself, so sampling
+  a level's feature volume at every pixel is a separable (tensor-product) linear
+  interpolation: three small matrix products per level, no hashing, no gather/scatter. Dense
+  grids ran an iteration 2-5x faster than a naive PyTorch hash grid on a 2-core CPU (64² × 12
+  frames, measured for the project's cine notes), and with the finest level capped at the
+  matrix size (one node per pixel) a hash table's extra capacity buys nothing.
 * **Time axis: twice as dense as pixels.** The original spaces frames like pixels: a level with
   ``r`` spatial nodes across the larger image side has ``r·T/N`` temporal nodes (at least 2,
   at most T). ``InrParams.time_scale`` multiplies that density; its default 2 (every level
@@ -99,8 +99,8 @@ class InrParams:
     grid_lr : Adam learning rate of the grid features.
     mlp_weight_decay : Adam L2 weight decay of the MLP (0 on the grids).
     iterations : maximum number of Adam steps.
-    budget_s : wall-clock budget, seconds (setup included); the fit stops at the first
-        iteration that ends past it, or at ``iterations``, whichever comes first.
+    budget_s : wall-clock budget, seconds (setup included); the fit stops after the first
+        iteration that ends at or past it, or after ``iterations``, whichever comes first.
     lr_halving_fraction : the learning rates halve once, after this fraction of ``iterations``.
     unlock_fraction : all levels are unlocked after this fraction of ``iterations``; level
         ``l`` (0 = coarsest, unlocked from the start) at ``l/(levels−1)`` of that.
