@@ -35,6 +35,7 @@ from cmrecon.products.cine import CineImages, CineKspace, CineMapped, CineSliceI
 from cmrecon.recon.buffer import acs_block
 from cmrecon.recon.cine_buffer import TICK_MS, CineBuffer, CineReadout
 from cmrecon.recon.unfold import calibration_block, estimate_maps
+from cmrecon_gadgets.learned import allowed_weights
 
 
 @contextmanager
@@ -253,7 +254,8 @@ class CineCrunetParams:
         "doc": "where to run: auto = cuda when available", "choices": ("auto", "cpu", "cuda")})
 
 
-@register("cine_crunet", CineCrunetParams, consumes=CineMapped, produces=CineImages, each=True)
+@register("cine_crunet", CineCrunetParams, consumes=CineMapped, produces=CineImages, each=True,
+          check=allowed_weights)
 def cine_crunet(mk: CineMapped, params: CineCrunetParams, ctx: StepContext) -> CineImages:
     """Reconstruct all phases with the learned CRUNet-style recurrent U-Net cascades (hard data consistency); images (phases, y, x)."""
     from cmrecon.models.crunet import crunet_reconstruct

@@ -105,7 +105,24 @@ def _classical_fallback(mk: MappedKspace, params: PsirnetReconParams, reason: st
                       fallback=f"classical PSIR: {reason}")
 
 
-@register("psirnet_recon", PsirnetReconParams, consumes=MappedKspace, produces=PsirImages)
+def allowed_weights(params) -> None:
+    """Step check: ``params.weights`` is a shipped name or a file inside a weights folder.
+
+    Run when the chain is loaded, so a client naming weights no chain may use (or a file that is
+    not there) hears it before sending data; loading and verifying the digest follow at the
+    first slice.
+
+    Raises
+    ------
+    WeightsError
+        :func:`cmrecon.models.shipped.resolve_chain_weights`' one message.
+    """
+    from cmrecon.models.shipped import resolve_chain_weights
+    resolve_chain_weights(params.weights)
+
+
+@register("psirnet_recon", PsirnetReconParams, consumes=MappedKspace, produces=PsirImages,
+          check=allowed_weights)
 def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
                   ctx: StepContext) -> Iterator[Item]:
     """Learned PSIR from one IR/PD repeat (PSIRNet-style unrolled network); batches slices, model shared per process."""
@@ -186,7 +203,8 @@ def _refine_model(weights: str):
     return entry
 
 
-@register("psir_refine", PsirRefineParams, consumes=RepeatImages, produces=PsirImages, each=True)
+@register("psir_refine", PsirRefineParams, consumes=RepeatImages, produces=PsirImages, each=True,
+          check=allowed_weights)
 def psir_refine(im: RepeatImages, params: PsirRefineParams, ctx: StepContext) -> PsirImages:
     """Learned refinement of the classical single shot (key-frame GRAPPA IR/PD images), then the PSIRNet head."""
     import torch

@@ -221,3 +221,15 @@ def test_a_chain_front_hands_out_its_products_and_only_when_built_as_one():
     out = list(run_file(front, DATA / "sim_lge_full.h5"))
     assert out and all(isinstance(o, MappedKspace) for o in out)
     assert {o.info.slice for o in out} == {0}
+
+
+@pytest.mark.parametrize("step,chain", [("psirnet_recon", "psirnet_lge"), ("psir_refine", "psir_refine"),
+                                        ("cine_crunet", None)])
+def test_weights_no_chain_may_name_are_refused_when_the_chain_is_loaded(step, chain):
+    """Not at the first slice: the client hears it before sending data (issue 14)."""
+    from cmrecon.chain.definition import with_step_params
+    with pytest.raises(ChainError, match=rf"\('{step}'\): weights='/etc/passwd' refused"):
+        get_step(step).make_params({"weights": "/etc/passwd"}, where=f"chain 'x' step 5 ('{step}')")
+    if chain is not None:
+        with pytest.raises(ChainError, match=f"step '{step}': weights='/etc/passwd' refused"):
+            with_step_params(resolve(chain), step, weights="/etc/passwd")

@@ -134,11 +134,17 @@ def test_weights_folders_come_from_the_flag_else_the_environment(tmp_path, monke
 
 def test_over_the_wire_the_client_cannot_tell_which_paths_exist(server, outside):
     """A chain sent inline (CONFIG_TEXT) naming files of the server: the same ERR for each."""
-    from cmrecon.chain.definition import resolve, to_xml, with_step_params
+    from dataclasses import replace
+
+    from cmrecon.chain.definition import resolve, to_xml
     from cmrecon.server.client import ReplayError, replay_remote
     replies = {}
+    chain = resolve("psirnet_lge")
     for spec in ("/etc/passwd", "/no/such/weights.pt", str(outside)):
-        xml = to_xml(with_step_params(resolve("psirnet_lge"), "psirnet_recon", weights=spec))
+        # a client's own XML: written here without the load-time check our side would make
+        bad = replace(chain, steps=tuple(replace(s, params=replace(s.params, weights=spec))
+                                         if s.name == "psirnet_recon" else s for s in chain.steps))
+        xml = to_xml(bad)
         with pytest.raises(ReplayError) as info:
             replay_remote(DATA / "sim_lge_r2_embedded.h5", port=server.port, chain_xml=xml,
                           timeout_s=60)

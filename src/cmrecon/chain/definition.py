@@ -52,7 +52,7 @@ import ismrmrd
 import yaml
 
 from cmrecon.chain.registry import MRD_TYPES, get_step, known_steps, params_to_strings
-from cmrecon.errors import ChainError
+from cmrecon.errors import ChainError, CmreconError
 
 GADGET_MODULE = "cmrecon_gadgets"
 GROUP_TARGET = "steps"  # an <external> that runs several steps in one process
@@ -90,13 +90,22 @@ def with_step_params(chain: Chain, step: str, **params: Any) -> Chain:
     Raises
     ------
     ChainError
-        The chain has no such step (``dataclasses.replace`` raises TypeError for an unknown
-        parameter name).
+        The chain has no such step, or the step's check refuses the new parameters
+        (``dataclasses.replace`` raises TypeError for an unknown parameter name).
     """
     if not any(s.name == step for s in chain.steps):
         raise ChainError(f"chain '{chain.name}' has no {step} step")
-    return replace(chain, steps=tuple(replace(s, params=replace(s.params, **params))
-                                      if s.name == step else s for s in chain.steps))
+    spec = get_step(step)
+    new = replace(chain, steps=tuple(replace(s, params=replace(s.params, **params))
+                                     if s.name == step else s for s in chain.steps))
+    if spec.check is not None:
+        for s in new.steps:
+            if s.name == step:
+                try:
+                    spec.check(s.params)
+                except (CmreconError, ValueError) as exc:
+                    raise ChainError(f"chain '{chain.name}' step '{step}': {exc}") from exc
+    return new
 
 
 def chains_dir() -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import ismrmrd
 
-from cmrecon.errors import ChainError
+from cmrecon.errors import ChainError, CmreconError
 from cmrecon.params import describe_params, params_to_strings, parse_params  # noqa: F401
 
 Item = Any  # ismrmrd.Acquisition | ismrmrd.Waveform | ismrmrd.Image | a product
@@ -84,6 +84,7 @@ class StepSpec:
     summary: str
     consumes: tuple[type, ...] = ()
     produces: type = Same
+    check: Callable[[Any], None] | None = None
 
     @property
     def produces_mrd(self) -> bool:
@@ -113,8 +114,22 @@ class StepSpec:
         return f"{given} -> {'the same' if self.produces is Same else self.produces.__name__}"
 
     def make_params(self, raw: dict[str, Any] | None = None, where: str | None = None) -> Any:
-        """Build this step's parameter dataclass from strings (XML) or values (YAML)."""
-        return parse_params(self.params_type, raw or {}, where=where or f"step '{self.name}'")
+        """Build this step's parameter dataclass from strings (XML) or values (YAML), and check it.
+
+        Raises
+        ------
+        ChainError
+            A parameter of the wrong type or out of its choices, or one the step's ``check``
+            refuses (e.g. weights no chain may name), named with ``where``.
+        """
+        where = where or f"step '{self.name}'"
+        params = parse_params(self.params_type, raw or {}, where=where)
+        if self.check is not None:
+            try:
+                self.check(params)
+            except (CmreconError, ValueError) as exc:
+                raise ChainError(f"{where}: {exc}") from exc
+        return params
 
     def describe_params(self) -> list[tuple[str, str, Any, str]]:
         """``(name, type, default, doc)`` for every parameter, for ``cmrecon chains show``."""
@@ -135,7 +150,8 @@ def _each(fn: Callable[[Any, Any, StepContext], Any], consumes: tuple[type, ...]
 
 
 def register(name: str, params: type = NoParams, *, consumes: type | tuple[type, ...] = (),
-             produces: type = Same, each: bool = False) -> Callable[[Callable], Callable]:
+             produces: type = Same, each: bool = False,
+             check: Callable[[Any], None] | None = None) -> Callable[[Callable], Callable]:
     """Decorator: register chain step ``name`` with its parameters and type flow.
 
     Parameters
@@ -148,6 +164,9 @@ def register(name: str, params: type = NoParams, *, consumes: type | tuple[type,
     each : the decorated function maps ONE product, ``fn(product, params, ctx) -> product``;
         the registry turns it into the stream stage that passes other items through. Without
         ``each`` the function is the stream stage ``fn(items, params, ctx) -> items``.
+    check : ``check(params)`` raising a :class:`CmreconError` or ``ValueError`` for parameters
+        that parse but cannot work (weights no chain may name): run when the chain is loaded,
+        so the client hears it before any data is sent. Cheap checks only (no model loading).
 
     A chain is checked against ``consumes``/``produces`` when it is built
     (:func:`cmrecon.chain.definition.build_chain`). A step whose product is not an MRD item
@@ -165,7 +184,7 @@ def register(name: str, params: type = NoParams, *, consumes: type | tuple[type,
                              f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         stage = _each(fn, consumed) if each else fn
-        _REGISTRY[name] = StepSpec(name, params, stage, summary, consumed, produces)
+        _REGISTRY[name] = StepSpec(name, params, stage, summary, consumed, produces, check)
         return fn
 
     return deco
