@@ -125,11 +125,21 @@ def test_a_header_with_another_schema_version_is_refused_as_gadgetron_does():
         play_gadgetron("steps", "<configuration/>", header, [])
 
 
-def test_unknown_target_is_not_importable():
+@pytest.mark.parametrize("target", ["psir_clasic", "os", "system"])
+def test_an_unknown_target_is_answered_with_an_error_naming_it(target):
+    """Not a bare exit 1: Gadgetron's runner would turn a missing attribute into a TypeError."""
+    played = play_gadgetron(target, "<configuration/>", read_header_xml(LGE_STREAM), [])
+    errors = [m.text for m in played.messages if isinstance(m, P.Error)]
+    assert played.returncode != 0 and errors, played.stderr[-2000:]
+    assert f"unknown step '{target}'; known steps: " in errors[0] and "fft_rss" in errors[0]
+
+
+def test_only_step_like_names_are_entry_points():
     import cmrecon_gadgets
-    with pytest.raises(AttributeError, match="no step 'system'"):
-        _ = cmrecon_gadgets.system
-    assert callable(cmrecon_gadgets.fft_rss)
+    assert callable(cmrecon_gadgets.fft_rss) and callable(cmrecon_gadgets.steps)
+    for name in ("_private", "Foo", "__wrapped__"):
+        with pytest.raises(AttributeError):
+            getattr(cmrecon_gadgets, name)
 
 
 # ------------------------------------------------------------------ no orphans
