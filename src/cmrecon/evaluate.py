@@ -122,7 +122,8 @@ class EvalTable:
                 m, sd = summ[chain][key]
                 digits = 2 if "psnr" in key else 4 if "nmse" in key else 3
                 cells.append(f"{m:.{digits}f} ± {sd:.{digits}f}")
-            cells.append(f"{summ[chain]['seconds_per_slice'][0]:.2f}")
+            t = summ[chain]["seconds_per_slice"][0]
+            cells.append(f"{t:.2f}" if np.isfinite(t) else "n/a")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -339,6 +340,72 @@ def evaluate(chains: Sequence[Chain | str], cases: Sequence[Any], out_dir: str |
     return table
 
 
+def _meta(img: ismrmrd.Image) -> dict:
+    return ismrmrd.Meta.deserialize(img.attribute_string) if img.attribute_string else {}
+
+
+def score_stored(images: Sequence[ismrmrd.Image], truth_path: str | Path, name: str = "stored") -> dict[str, EvalTable]:
+    """Score images a chain wrote earlier (``cmrecon replay -o``) against a simulator truth file.
+
+    LGE: every PSIR image (DataRole PSIR), its stored value mapped back to the IR/PD ratio with
+    its own ``GADGETRON_ScaleOffset``/``GADGETRON_ScaleRatio``, scored as :func:`score_slice`
+    does. Cine: every image with ``CineMethod`` meta, stacked by phase per slice and scored by
+    :func:`cmrecon.evaluate_cine.score_cine_slice`. Timing is not known: ``seconds`` is NaN.
+
+    Parameters
+    ----------
+    images : the stored images (all series of one group).
+    truth_path : ``<case>_truth.npz`` of ``cmrecon simulate lge`` or ``simulate cine``.
+    name : the case's name in the table.
+
+    Returns
+    -------
+    ``{"lge": EvalTable}`` or ``{"cine": EvalTable}`` (rows named by chain: the image's
+    ``CineMethod``, or ``stored`` for PSIRs).
+
+    Raises
+    ------
+    EvaluateError
+        No PSIR or cine image among ``images``, a truth file of the other kind, or a slice the
+        truth does not have.
+    """
+    from cmrecon.evaluate_cine import CINE_METRICS, score_cine_slice
+    with np.load(truth_path) as z:
+        truth = {k: z[k] for k in z.files}
+    cine = [i for i in images if "CineMethod" in _meta(i)]
+    psirs = [i for i in images if _is_psir(i)]
+    if cine:
+        if "dynamic_mask" not in truth:
+            raise EvaluateError(f"{truth_path} is not a cine truth (no dynamic_mask); these are cine images")
+        table = EvalTable(metrics=CINE_METRICS)
+        groups: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+        for img in cine:
+            data = np.abs(np.asarray(img.data)).reshape(img.data.shape[-2:]).astype(np.float32)
+            groups.setdefault((str(_meta(img)["CineMethod"]), int(img.slice)), {})[int(img.phase)] = data
+        for (method, s), phases in sorted(groups.items()):
+            if s >= truth["images"].shape[0]:
+                raise EvaluateError(f"{method}: slice {s} is not in {truth_path}")
+            result = np.stack([phases[p] for p in sorted(phases)])
+            table.rows.append(SliceScore(method, name, s, score_cine_slice(result, truth, s), float("nan")))
+        return {"cine": table}
+    if psirs:
+        if "psir_target" not in truth:
+            raise EvaluateError(f"{truth_path} is not an LGE truth (no psir_target); these are PSIR images")
+        table = EvalTable()
+        for img in psirs:
+            meta, s = _meta(img), int(img.slice)
+            if s >= truth["psir_target"].shape[0]:
+                raise EvaluateError(f"PSIR slice {s} is not in {truth_path}")
+            offset = float(meta.get("GADGETRON_ScaleOffset", 0.0))
+            scale = float(meta.get("GADGETRON_ScaleRatio", 1.0))
+            ratio = (np.asarray(img.data, np.float64).reshape(img.data.shape[-2:]) - offset) / scale
+            m = score_slice(ratio, truth, s)
+            m.pop("_range", None)
+            table.rows.append(SliceScore("stored", name, s, m, float("nan")))
+        return {"lge": table}
+    raise EvaluateError("no PSIR (DataRole PSIR) or cine (CineMethod) image to score")
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -379,6 +446,17 @@ def _run(args: argparse.Namespace) -> int:
     from cmrecon.evaluate_cine import evaluate_cine, is_cine_chain
     from cmrecon.params import parse_params
 
+    if args.images is not None:
+        if args.truth is None or args.chain:
+            raise CmreconError("--images scores stored images: give --truth TRUTH.npz and no -c")
+        from cmrecon.io.mrdfile import read_images
+        stored = [img for series in read_images(args.images, args.group).values() for img in series]
+        for kind, table in score_stored(stored, args.truth, Path(args.images).stem).items():
+            sys.stdout.write(f"## {kind}: {args.images} vs {args.truth}\n\n" + table.to_markdown())
+        return 0
+    if not args.chain:
+        raise CmreconError("give chains to run (-c NAME ...) or stored images to score (--images OUT.h5 --truth T.npz)")
+
     chains = [resolve(c) for c in args.chain]
     cine = [is_cine_chain(c) for c in chains]
     if any(cine) and not all(cine):
@@ -416,8 +494,13 @@ def register(subparsers: Any) -> None:
         description="Score chains on simulated cases against the simulator's truth. LGE chains "
                     "(emit_images) are scored on their PSIR; cine chains (emit_cine) per phase, "
                     "one table per acceleration.")
-    p.add_argument("-c", "--chain", nargs="+", required=True,
+    p.add_argument("-c", "--chain", nargs="+", default=[],
                    help="chain names, all LGE (e.g. psir_classic psir_moco) or all cine (e.g. cine_sense cine_lps)")
+    p.add_argument("--images", default=None, metavar="OUT.h5",
+                   help="instead of running chains: score the images a chain already wrote "
+                        "(cmrecon replay -o OUT.h5) against --truth")
+    p.add_argument("--truth", default=None, metavar="TRUTH.npz", help="the simulator's truth of --images")
+    p.add_argument("--group", default=None, help="image group of --images (default: the last one)")
     p.add_argument("--seeds", default="0-9", help="simulation seeds: 0-9, 1,4,7 (default 0-9)")
     p.add_argument("--slices", type=int, default=1, help="slices per case (default 1)")
     p.add_argument("--repeats", type=int, default=8, help="LGE: IR/PD repeats per slice (default 8)")
