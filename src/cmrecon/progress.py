@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
+
+
+class _ClearBar(logging.Filter):
+    """Clears a terminal progress bar before a log line is written to the same terminal."""
+
+    def __init__(self, bar: Progress) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.bar.clear_line()
+        return True
 
 
 class Progress:
@@ -25,6 +38,21 @@ class Progress:
         self._t0 = time.monotonic()
         self._last = 0.0
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._drawn = False
+        # log lines to the bar's terminal first clear the bar (it is redrawn at the next update),
+        # so "INFO ..." never lands in the middle of "[#####     ] 40/100"
+        self._filter = _ClearBar(self) if self._tty and enabled else None
+        self._handlers = [h for h in logging.getLogger().handlers
+                          if getattr(h, "stream", None) is self.stream] if self._filter else []
+        for h in self._handlers:
+            h.addFilter(self._filter)
+
+    def clear_line(self) -> None:
+        """Erase the bar from the terminal line (a log line follows); the next update redraws it."""
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._drawn, self._last = False, 0.0
 
     def _line(self) -> str:
         rate = self.done / max(time.monotonic() - self._t0, 1e-9)
@@ -42,12 +70,17 @@ class Progress:
         if self._tty and now - self._last > 0.1:
             self.stream.write("\r" + self._line())
             self.stream.flush()
-            self._last = now
+            self._last, self._drawn = now, True
         elif not self._tty and now - self._last > self.every_s:
             self.stream.write(self._line() + "\n")
             self._last = now
 
     def close(self) -> None:
+        """Write the final line and stop clearing the bar for log lines."""
+        for h in self._handlers:
+            h.removeFilter(self._filter)
+        self._handlers = []
         if self.enabled:
             self.stream.write(("\r" if self._tty else "") + self._line() + " done\n")
             self.stream.flush()
+            self._drawn = False
