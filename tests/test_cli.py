@@ -211,3 +211,15 @@ def test_a_failed_png_takes_the_pngs_already_written_with_it(tmp_path, monkeypat
     with pytest.raises(OutputError, match=r"\.png: No space left on device"):
         write_outputs(images, None, None, str(tmp_path / "png"))
     assert len(calls) == 2 and list((tmp_path / "png").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["serve"], ["replay"], ["query"], ["chains"], ["demo"], ["simulate", "lge"],
+                                     ["simulate", "cine"], ["train", "cine"], ["evaluate"], ["gadgetron"],
+                                     ["weights"]])
+def test_help_texts_show_no_empty_defaults_and_no_markup(command, capsys):
+    from cmrecon.cli import main
+    with pytest.raises(SystemExit) as info:
+        main(command + ["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "``" not in text and ":func:" not in text and ":class:" not in text

@@ -33,6 +33,15 @@ from cmrecon.io.atomic import make_folder
 __all__ = ["register", "run_simulate_cine", "run_simulate_lge", "truth_path"]
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where there is a default to show (not on required options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default in (None, argparse.SUPPRESS) or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _matrix(text: str) -> tuple[int, int]:
     try:
         ro, pe = (int(v) for v in text.lower().split("x"))
@@ -87,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                 description="Write simulated raw data (ISMRMRD HDF5) and ground truth (npz).")
     kinds = sim.add_subparsers(dest="kind", metavar="KIND", required=True)
     p = kinds.add_parser("lge", help="free-breathing interleaved IR/PD single-shot bSSFP LGE",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_DefaultsFormatter)
     p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
     p.add_argument("--truth", default=None,
                    help="ground-truth npz: a file name, written as given, or a folder (existing, or "
@@ -97,8 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=d.slices)
     p.add_argument("--repeats", type=int, default=d.repeats, help="IR/PD pairs per slice (average)")
     p.add_argument("--coils", type=int, default=d.coils)
-    p.add_argument("--matrix", type=_matrix, default=d.matrix, help="readout x phase, e.g. 128x96")
-    p.add_argument("--fov", type=_matrix, default=(int(d.fov_mm[0]), int(d.fov_mm[1])),
+    p.add_argument("--matrix", type=_matrix, default="{}x{}".format(*d.matrix), help="readout x phase, e.g. 128x96")
+    p.add_argument("--fov", type=_matrix, default=f"{d.fov_mm[0]:g}x{d.fov_mm[1]:g}",
                    help="readout x phase field of view, mm")
     p.add_argument("--acceleration", type=int, default=d.acceleration)
     p.add_argument("--acs-lines", type=int, default=d.acs_lines)
@@ -127,7 +136,7 @@ def _register_cine(kinds: argparse._SubParsersAction) -> None:
 
     d = CineParams()
     p = kinds.add_parser("cine", help="ECG-triggered segmented bSSFP short-axis cine",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_DefaultsFormatter)
     p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
     p.add_argument("--truth", default=None,
                    help="ground-truth npz: a file name, written as given, or a folder (existing, or "
@@ -137,8 +146,8 @@ def _register_cine(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--slices", type=int, default=d.slices, help="short-axis slices (one breath-hold each)")
     p.add_argument("--phases", type=int, default=d.phases, help="cardiac phases per slice")
     p.add_argument("--coils", type=int, default=d.coils, help="receive channels")
-    p.add_argument("--matrix", type=_matrix, default=d.matrix, help="readout x phase, e.g. 128x128")
-    p.add_argument("--fov", type=_matrix, default=(int(d.fov_mm[0]), int(d.fov_mm[1])),
+    p.add_argument("--matrix", type=_matrix, default="{}x{}".format(*d.matrix), help="readout x phase, e.g. 128x128")
+    p.add_argument("--fov", type=_matrix, default=f"{d.fov_mm[0]:g}x{d.fov_mm[1]:g}",
                    help="readout x phase field of view, mm")
     p.add_argument("--acceleration", type=int, default=d.acceleration, help="phase-encode factor R")
     p.add_argument("--acs-lines", type=int, default=d.acs_lines, help="calibration rows about the centre (R > 1)")
