@@ -77,7 +77,7 @@ def _make_cine_buffer(params: BufferCineParams, ctx: StepContext) -> CineBuffer:
     if pi is not None and pi.accelerationFactor is not None and pi.accelerationFactor.kspace_encoding_step_1:
         accel = int(pi.accelerationFactor.kspace_encoding_step_1)
     return CineBuffer(info.encoded_matrix[1], info.center_line, info.recon_matrix, info.recon_fov_mm,
-                      expected_phases=phases, acceleration=accel)
+                      expected_phases=phases, acceleration=accel, budget=ctx.budget)
 
 
 @register("buffer_cine", BufferCineParams, consumes=ismrmrd.Acquisition, produces=CineKspace)

@@ -118,7 +118,7 @@ def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[IrPdBuffer
     buf = IrPdBuffer(info.encoded_matrix[1], info.center_line, info.recon_matrix,
                           info.recon_fov_mm, expected_repeats=repeats, acceleration=accel,
                           num_sets=_limit_count(limits, "set"),
-                          calibration_mode=str(mode).lower() if mode else "embedded")
+                          calibration_mode=str(mode).lower() if mode else "embedded", budget=ctx.budget)
     return buf, index_of
 
 

@@ -76,3 +76,17 @@ def test_the_server_answers_an_oversized_header_with_err_and_keeps_serving(serve
     errors = [m.text for m in replies if isinstance(m, P.Text) and m.text.startswith("ERR")]
     assert errors and "--max-matrix" in errors[0]
     assert query_server("gadgetron::health", "127.0.0.1", server.port, 10) == "ok"   # still serving
+
+
+def test_buffered_kspace_is_bounded_by_the_sessions_memory_budget():
+    """Every header size within its limit, but repeats × sets × coils × matrix over the budget."""
+    from cmrecon.chain.runner import run_file
+    from cmrecon.io.mrdfile import iter_items, read_header_xml
+
+    from paths import DATA
+    h5 = DATA / "sim_lge_r2_embedded.h5"   # 8 coils, 48 × 64 samples, 2 repeats: 1.1 MiB buffered
+    chain = resolve("psir_classic")
+    with pytest.raises(InputError, match=r"slice 0 set 1 repeat 1 \(8 coils × 48 × 64\) needs 0\.19 MiB more "
+                       r"while this session's buffers hold 0\.94 MiB: over the limit of 1 MiB \(cmrecon serve --max-buffer-mb\)"):
+        list(run_chain(chain, read_header_xml(h5), iter_items(h5), limits=SessionLimits(max_buffer_mb=1)))
+    assert len(list(run_file(chain, h5))) == 2   # the default budget holds it

@@ -118,3 +118,23 @@ def test_bad_streams_are_errors_that_name_the_problem(kspace):
         done.push(r)
     with pytest.raises(StepError, match="after that slice was complete"):
         done.push(CineReadout(kspace[0, :, 0], 0, 0, 0, KX // 2))
+
+
+def test_a_session_over_its_memory_budget_is_refused_before_the_allocation(kspace):
+    """Each header size passes on its own; the product is bounded by the session's budget."""
+    from cmrecon.errors import InputError
+    from cmrecon.recon.budget import MemoryBudget
+    per_phase = C * KY * KX * 8
+    budget = MemoryBudget(3 * per_phase)
+    buf = CineBuffer(KY, CENTRE, (KX, KY), (200.0, 200.0, 8.0), expected_phases=T, budget=budget)
+    for p in range(3):
+        buf.push(CineReadout(kspace[p, :, 0], 0, p, 0, KX // 2))
+    assert budget.held == 3 * per_phase
+    with pytest.raises(InputError, match=r"cine slice 0 phase 3 \(3 coils × 16 × 8\) needs 0\.00 MiB more .* over the limit of"):
+        buf.push(CineReadout(kspace[3, :, 0], 0, 3, 0, KX // 2))
+    # a released slice gives its bytes back
+    ok = CineBuffer(KY, CENTRE, (KX, KY), (200.0, 200.0, 8.0), expected_phases=T,
+                    budget=MemoryBudget(T * per_phase))
+    for r in readouts(kspace, masks("kt")):
+        ok.push(r)
+    assert ok.budget.held == 0

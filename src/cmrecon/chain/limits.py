@@ -33,6 +33,8 @@ class SessionLimits:
     max_coils : receiver channels.
     max_slices : slices (``slice`` counter values).
     max_counter : values of each other counter (set, average, repetition, phase, contrast, segment).
+    max_buffer_mb : k-space the buffering steps (IR/PD, cine) may hold at once, MiB
+        (:class:`cmrecon.recon.budget.MemoryBudget`).
     """
 
     max_matrix: int = field(default=1024, metadata={"doc": "largest matrix per in-plane axis"})
@@ -40,6 +42,8 @@ class SessionLimits:
     max_coils: int = field(default=128, metadata={"doc": "most receiver channels"})
     max_slices: int = field(default=256, metadata={"doc": "most slices"})
     max_counter: int = field(default=256, metadata={"doc": "most values of any other counter"})
+    max_buffer_mb: int = field(default=4096, metadata={
+        "doc": "most MiB of k-space buffered at once"})
 
 
 def _int(el: ET.Element | None, tag: str) -> int | None:

@@ -21,19 +21,23 @@ import ismrmrd
 
 from cmrecon.errors import ChainError, CmreconError
 from cmrecon.params import describe_params, params_to_strings, parse_params  # noqa: F401
+from cmrecon.recon.budget import MemoryBudget
 
 Item = Any  # ismrmrd.Acquisition | ismrmrd.Waveform | ismrmrd.Image | a product
 
 
 @dataclass
 class StepContext:
-    """What every step of one stream sees: the raw ISMRMRD header and a logger.
+    """What every step of one stream sees: the raw ISMRMRD header, a logger, the memory budget.
 
     ``header_xml`` holds the bytes as received; :attr:`header` parses them on first use.
+    ``budget`` is the session's :class:`~cmrecon.recon.budget.MemoryBudget`, shared by the
+    buffering steps (unlimited unless the runner was given limits).
     """
 
     header_xml: bytes
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cmrecon.chain"))
+    budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(None))
     _header: Any = None
 
     @property

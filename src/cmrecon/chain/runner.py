@@ -18,6 +18,7 @@ from cmrecon.chain.definition import Chain
 from cmrecon.chain.limits import SessionLimits, header_counts, within_limits
 from cmrecon.chain.registry import Item, StepContext, get_step
 from cmrecon.errors import Cancelled, CmreconError, InputError, ProtocolError, StepError
+from cmrecon.recon.budget import MemoryBudget
 
 MRD_OUTPUT_TYPES = (ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform)
 
@@ -106,8 +107,9 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
         A step raised; the message names it. A step emitting a non-MRD item at the chain's end
         is reported the same way.
     """
-    ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"))
     limits = limits or SessionLimits()
+    ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"),
+                      budget=MemoryBudget(limits.max_buffer_mb << 20, "cmrecon serve --max-buffer-mb"))
     counts = header_counts(header_xml, limits)   # before any step allocates from the header
     stream: Iterator[Item] = _until_cancelled("reading", finite_readouts(within_limits(items, counts, limits)), cancel)
     for step in chain.steps:

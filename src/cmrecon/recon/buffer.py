@@ -28,6 +28,7 @@ import numpy as np
 
 from cmrecon.errors import StepError
 from cmrecon.products.lge import Calibration, IrPdKspace, SliceInfo
+from cmrecon.recon.budget import MemoryBudget
 from cmrecon.recon.cartesian import kspace_row, place_readout
 
 __all__ = ["IR_SET", "PD_SET", "Readout", "IrPdBuffer", "acs_block", "estimate_acceleration"]
@@ -88,6 +89,7 @@ class _OpenSlice:
         self.closed: set[tuple[int, int]] = set()                # (set, repeat) with LAST_IN_SLICE
         self.refs: dict[tuple[int, int], tuple[int, Any]] = {}   # (set, repeat) -> (|Δline|, ref)
         self.calib: dict[tuple[int, int], dict[int, np.ndarray]] = {}  # (set, repeat) -> {row: (c, kx)}
+        self.nbytes = 0                                           # taken from the budget
 
 
 class IrPdBuffer:
@@ -116,6 +118,9 @@ class IrPdBuffer:
     calibration_mode : str
         The header's calibration mode; ``embedded`` keeps each heartbeat's own calibration
         rows (:attr:`Calibration.per_repeat`).
+    budget : MemoryBudget or None
+        The session's memory budget (None: unlimited); each heartbeat's k-space is taken from
+        it before it is allocated.
 
     Raises
     ------
@@ -126,7 +131,7 @@ class IrPdBuffer:
     def __init__(self, matrix_ky: int, center_line: int, recon_matrix: tuple[int, int],
                  fov_mm: tuple[float, float, float], expected_repeats: int | None = None,
                  acceleration: int | None = None, num_sets: int | None = 2,
-                 calibration_mode: str = "embedded") -> None:
+                 calibration_mode: str = "embedded", budget: MemoryBudget | None = None) -> None:
         if num_sets is not None and num_sets != 2:
             raise StepError(f"the IR/PD chains need exactly two sets (0 = IR, 1 = PD); the "
                             f"header's encoding limits declare {num_sets}")
@@ -143,6 +148,7 @@ class IrPdBuffer:
         self.expected_repeats = expected_repeats
         self.acceleration = acceleration
         self.calibration_mode = calibration_mode
+        self.budget = budget or MemoryBudget(None)
         self._open: dict[int, _OpenSlice] = {}
         self._released: set[int] = set()
         self._coils: int | None = None
@@ -190,10 +196,17 @@ class IrPdBuffer:
         data = aligned
         sl = self._open.get(r.slice)
         if sl is None:
+            nbytes = 2 * coils * self.matrix_ky * kx * 8
+            self.budget.take(nbytes, f"slice {r.slice} calibration ({coils} coils × {self.matrix_ky} × {kx})")
             sl = self._open[r.slice] = _OpenSlice(coils, self.matrix_ky, kx)
+            sl.nbytes = nbytes
         key = (r.set, r.repeat)
         if r.imaging:
             if key not in sl.kspace:
+                nbytes = coils * self.matrix_ky * kx * 8
+                self.budget.take(nbytes, f"slice {r.slice} set {r.set} repeat {r.repeat} ({coils} coils × "
+                                         f"{self.matrix_ky} × {kx})")
+                sl.nbytes += nbytes
                 sl.kspace[key] = np.zeros((coils, self.matrix_ky, kx), np.complex64)
                 sl.rows[key] = np.zeros(self.matrix_ky, bool)
             sl.kspace[key][:, row] = data
@@ -225,6 +238,7 @@ class IrPdBuffer:
     def _release(self, index: int) -> IrPdKspace:
         sl = self._open.pop(index)
         self._released.add(index)
+        self.budget.give(sl.nbytes)   # handed on: the steps after hold it one slice at a time
         ir_reps = sorted(rep for s, rep in sl.kspace if s == IR_SET)
         pd_reps = sorted(rep for s, rep in sl.kspace if s == PD_SET)
         if not ir_reps and not pd_reps:

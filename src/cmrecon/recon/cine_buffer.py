@@ -29,6 +29,7 @@ import numpy as np
 
 from cmrecon.errors import StepError
 from cmrecon.products.cine import CineKspace, CineSliceInfo
+from cmrecon.recon.budget import MemoryBudget
 from cmrecon.recon.cartesian import kspace_row, place_readout
 
 __all__ = ["CineReadout", "CineBuffer", "row_spacing", "TICK_MS"]
@@ -74,6 +75,7 @@ class _OpenSlice:
         self.calib: dict[int, np.ndarray] = {}     # phase -> (ky,) bool rows flagged ACS
         self.refs: dict[int, tuple[int, Any, float | None]] = {}  # phase -> (|Δline|, ref, trigger)
         self.closed: set[int] = set()              # phases whose LAST_IN_SLICE arrived
+        self.nbytes = 0                            # taken from the budget
 
 
 class CineBuffer:
@@ -87,6 +89,8 @@ class CineBuffer:
     fov_mm : (x, y, z) reconstructed FOV, mm.
     expected_phases : cardiac phases per slice from the header, or None (then the phases seen).
     acceleration : R from the header, or None to estimate it from the rows of each phase.
+    budget : the session's :class:`~cmrecon.recon.budget.MemoryBudget` (None: unlimited); each
+        phase's k-space is taken from it before it is allocated.
 
     Raises
     ------
@@ -96,7 +100,7 @@ class CineBuffer:
 
     def __init__(self, matrix_ky: int, center_line: int, recon_matrix: tuple[int, int],
                  fov_mm: tuple[float, float, float], expected_phases: int | None = None,
-                 acceleration: int | None = None) -> None:
+                 acceleration: int | None = None, budget: MemoryBudget | None = None) -> None:
         if matrix_ky < 1:
             raise StepError(f"phase-encode matrix must be >= 1 row, got {matrix_ky}")
         if expected_phases is not None and expected_phases < 1:
@@ -109,6 +113,7 @@ class CineBuffer:
         self.fov_mm = tuple(float(v) for v in fov_mm)
         self.expected_phases = expected_phases
         self.acceleration = acceleration
+        self.budget = budget or MemoryBudget(None)
         self._open: dict[int, _OpenSlice] = {}
         self._released: set[int] = set()
         self._shape: tuple[int, int] | None = None   # (coils, kx) of the first readout
@@ -126,6 +131,8 @@ class CineBuffer:
         StepError
             A phase outside the declared count, a readout for a released slice, coils or
             readout length differing from the first readout, a line outside the matrix.
+        InputError
+            A new phase's k-space would take the session over its memory budget.
         """
         data = np.asarray(r.data)
         if data.ndim != 2:
@@ -147,6 +154,10 @@ class CineBuffer:
         row = kspace_row(r.line, self.center_line, self.matrix_ky)
         sl = self._open.setdefault(r.slice, _OpenSlice())
         if r.phase not in sl.sums:
+            nbytes = data.shape[0] * self.matrix_ky * data.shape[1] * 8
+            self.budget.take(nbytes, f"cine slice {r.slice} phase {r.phase} ({data.shape[0]} coils × "
+                                     f"{self.matrix_ky} × {data.shape[1]})")
+            sl.nbytes += nbytes
             sl.sums[r.phase] = np.zeros((data.shape[0], self.matrix_ky, data.shape[1]), np.complex64)
             sl.counts[r.phase] = np.zeros(self.matrix_ky, np.int32)
             sl.calib[r.phase] = np.zeros(self.matrix_ky, bool)
@@ -179,6 +190,7 @@ class CineBuffer:
     def _release(self, index: int) -> CineKspace:
         sl = self._open.pop(index)
         self._released.add(index)
+        self.budget.give(sl.nbytes)   # handed on: the steps after hold it one slice at a time
         phases = tuple(sorted(sl.sums))
         if self.expected_phases is not None:
             missing = sorted(set(range(self.expected_phases)) - set(phases))
