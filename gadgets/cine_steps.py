@@ -36,6 +36,7 @@ from cmrecon.recon.buffer import acs_block
 from cmrecon.recon.cine_buffer import TICK_MS, CineBuffer, CineReadout
 from cmrecon.recon.unfold import calibration_block, estimate_maps
 from cmrecon_gadgets.learned import allowed_weights
+from cmrecon_gadgets.lge_steps import CoilMapsParams
 
 
 @contextmanager
@@ -120,20 +121,6 @@ def buffer_cine(items: Iterator[Item], params: BufferCineParams, ctx: StepContex
 # ----------------------------------------------------------------------------- cine_coil_maps
 
 
-@dataclass(frozen=True)
-class CineCoilMapsParams:
-    """Parameters of ``cine_coil_maps``."""
-
-    method: str = field(default="inati", metadata={
-        "doc": "coil-map estimator", "choices": ("inati", "walsh", "espirit")})
-    window_px: int = field(default=7, metadata={"doc": "odd smoothing window of inati/walsh, pixels"})
-    espirit_kernel_px: int = field(default=6, metadata={"doc": "ESPIRiT kernel side, pixels"})
-    espirit_threshold: float = field(default=0.02, metadata={
-        "doc": "ESPIRiT relative singular-value threshold"})
-    espirit_crop: float = field(default=0.8, metadata={
-        "doc": "ESPIRiT eigenvalue below which maps are zero"})
-
-
 def time_averaged_calibration(k: CineKspace) -> np.ndarray:
     """Calibration block ``(coils, ay, kx)`` from the time-averaged k-space of one slice.
 
@@ -154,8 +141,8 @@ def time_averaged_calibration(k: CineKspace) -> np.ndarray:
     return calibration_block(block, mean[None], counts > 0)
 
 
-@register("cine_coil_maps", CineCoilMapsParams, consumes=CineKspace, produces=CineMapped, each=True)
-def cine_coil_maps(k: CineKspace, params: CineCoilMapsParams, ctx: StepContext) -> CineMapped:
+@register("cine_coil_maps", CoilMapsParams, consumes=CineKspace, produces=CineMapped, each=True)
+def cine_coil_maps(k: CineKspace, params: CoilMapsParams, ctx: StepContext) -> CineMapped:
     """Attach unit-norm coil maps (coils, ky, kx) estimated from the time-averaged calibration rows (Inati, Walsh or ESPIRiT)."""
     with on_cine_slice(k.info, f"{params.method} coil maps"):
         calib = time_averaged_calibration(k)

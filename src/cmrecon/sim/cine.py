@@ -44,7 +44,6 @@ Scheffler K, Hennig J. MRM 2003;49:395-397 (bSSFP steady state).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -65,6 +64,7 @@ from cmrecon.sim.header import make_cine_header, slice_geometry
 from cmrecon.sim.heart_motion import anatomy_at, lv_cavity_area_mm2, random_cycle, random_heart_motion
 from cmrecon.sim.kspace import BANDLIMIT_SUPERSAMPLE, mix_coils
 from cmrecon.sim.lge import SimParamError
+from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import CINE_SAMPLING, cine_acs_rows, cine_masks
 from cmrecon.sim.signal import TISSUES
 from cmrecon.sim.stream import TICK_MS, noise_readouts
@@ -78,7 +78,7 @@ DYNAMIC_FRACTION, STATIC_FRACTION = 0.10, 0.50
 
 
 @dataclass(frozen=True)
-class CineParams:
+class CineParams(ScanProtocol):
     """Parameters of one simulated cine case (units in the names).
 
     Attributes
@@ -198,11 +198,6 @@ class CineParams:
                                            f"{self.rr_ms:.0f} ms")
 
     @property
-    def rr_ms(self) -> float:
-        """R-R interval, ms."""
-        return 60000.0 / self.heart_rate_bpm
-
-    @property
     def segment_lines(self) -> int:
         """Rows per phase per heartbeat: ``lines_per_segment``, or the most that fit when 0."""
         if self.lines_per_segment:
@@ -220,24 +215,6 @@ class CineParams:
         seg = self.temporal_resolution_ms
         return np.arange(self.phases) * seg + seg / 2.0
 
-    @property
-    def n_ro_os(self) -> int:
-        """Readout samples per line (oversampled)."""
-        return self.matrix[0] * self.readout_oversampling
-
-    @property
-    def pixel_mm(self) -> tuple[float, float]:
-        """(dx, dy) pixel size of the reconstructed matrix, mm."""
-        return self.fov_mm[0] / self.matrix[0], self.fov_mm[1] / self.matrix[1]
-
-    @property
-    def sample_time_us(self) -> float:
-        """Dwell time per readout sample, µs."""
-        return 1e6 / (self.bandwidth_hz_per_px * self.n_ro_os)
-
-    def to_json(self) -> str:
-        """Parameters as a JSON object string (stored in the header's userParameters)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 @dataclass

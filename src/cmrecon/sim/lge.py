@@ -38,7 +38,6 @@ Schmitt P et al. MRM 2004;51:661-667 (IR bSSFP signal).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -56,6 +55,7 @@ from cmrecon.sim import phantom as ph
 from cmrecon.sim.header import make_header, slice_geometry
 from cmrecon.sim.kspace import kspace_lines, mix_coils, tissue_objects
 from cmrecon.sim.motion import BREATHING_MODELS, breathing_motion, key_repeat
+from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import PARTIAL_FOURIER_CHOICES, Sampling, line_signals, sampling_pattern
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
 from cmrecon.sim.stream import heartbeat_readouts, noise_readouts
@@ -69,7 +69,7 @@ class SimParamError(CmreconError, ValueError):
 
 
 @dataclass(frozen=True)
-class LgeParams:
+class LgeParams(ScanProtocol):
     """Parameters of one simulated LGE case (units in the names; defaults: a small case).
 
     Attributes
@@ -181,29 +181,6 @@ class LgeParams:
         if len(self.fov_mm) != 2 or min(self.fov_mm) <= 0:
             raise bad("fov_mm", "must be two positive lengths (readout, phase)")
 
-    @property
-    def rr_ms(self) -> float:
-        """R-R interval, ms."""
-        return 60000.0 / self.heart_rate_bpm
-
-    @property
-    def n_ro_os(self) -> int:
-        """Readout samples per line (oversampled)."""
-        return self.matrix[0] * self.readout_oversampling
-
-    @property
-    def pixel_mm(self) -> tuple[float, float]:
-        """(dx, dy) pixel size of the reconstructed matrix, mm."""
-        return self.fov_mm[0] / self.matrix[0], self.fov_mm[1] / self.matrix[1]
-
-    @property
-    def sample_time_us(self) -> float:
-        """Dwell time per readout sample, µs."""
-        return 1e6 / (self.bandwidth_hz_per_px * self.n_ro_os)
-
-    def to_json(self) -> str:
-        """Parameters as a JSON object string (stored in the header's userParameters)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 @dataclass
