@@ -43,7 +43,6 @@ Scheffler K, Hennig J. MRM 2003;49:395-397 (bSSFP steady state).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -68,6 +67,7 @@ from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import CINE_SAMPLING, cine_acs_rows, cine_masks
 from cmrecon.sim.signal import TISSUES
 from cmrecon.sim.stream import TICK_MS, noise_readouts
+from cmrecon.sim.subject import complex_normal, draw_slice
 
 __all__ = ["CineParams", "CineCase", "SimParamError", "simulate_cine"]
 
@@ -323,50 +323,6 @@ def _render(anatomies: list[ph.Anatomy], p: CineParams, weights: np.ndarray) -> 
     return _Rendered(objects, labels, pure)
 
 
-@dataclass(frozen=True, eq=False)
-class _Slice:
-    """What is drawn for one slice, on the simulator's oversampled ``(RO_os, PE)`` grid.
-
-    Attributes
-    ----------
-    anatomy : the slice's end-diastolic anatomy.
-    sens_phase : (coils, RO_os, PE) complex64, ``C_c · e^{iφ_b}``.
-    maps : (coils, RO_os, PE) complex64, true prewhitened maps ``W·C / RSS(W·C)``.
-    phase : (RO_os, PE) float32, background phase φ_b, rad.
-    """
-
-    anatomy: ph.Anatomy
-    sens_phase: np.ndarray
-    maps: np.ndarray
-    phase: np.ndarray
-
-
-def _complex_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Circular complex Gaussian samples of unit variance, complex128."""
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
-
-
-def _draw_slice(rng: np.random.Generator, p: CineParams, s: int, subject: ph.Anatomy,
-                array: coil_mod.CoilArray, whiten: np.ndarray) -> _Slice:
-    """Draw slice ``s``: its heart inside the subject's body, the coils it sees, background phase."""
-    sp = 0.15 + 0.7 * s / max(p.slices - 1, 1) if p.slices > 1 else 0.5
-    an = dataclasses.replace(ph.random_anatomy(rng, p.fov_mm, sp), rotation_deg=subject.rotation_deg,
-                             body=subject.body, body_inner=subject.body_inner, thorax=subject.thorax,
-                             lungs=subject.lungs, aorta=subject.aorta)
-    n_ro, n_pe = p.matrix
-    grid_os, fov_os = (p.n_ro_os, n_pe), (p.fov_mm[0] * p.readout_oversampling, p.fov_mm[1])
-    z_off = (s - (p.slices - 1) / 2) * (p.slice_thickness_mm + 2.0)
-    arr_s = dataclasses.replace(array, centres=array.centres - np.array([0.0, 0.0, z_off]))
-    sens = coil_mod.coil_maps_on_grid(arr_s, grid_os, fov_os, step=2)
-    body_os = np.zeros(grid_os, bool)
-    body_os[(p.n_ro_os - n_ro) // 2:(p.n_ro_os + n_ro) // 2] = ph.body_mask(ph.rasterize(an, p.matrix, p.fov_mm)[0])
-    sens = coil_mod.extend_outside(coil_mod.normalise_sensitivities(sens, body_os), body_os)
-    phi = coil_mod.background_phase(rng, *ph.pixel_coordinates(grid_os, fov_os), max(fov_os))
-    sens_w = mix_coils(whiten, sens)
-    maps = sens_w / np.maximum(np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0)), 1e-12)
-    return _Slice(an, (sens * np.exp(1j * phi)).astype(np.complex64), maps.astype(np.complex64), phi)
-
-
 def _temporal_masks(images: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(dynamic, static) masks of one slice from its (phases, y, x) images and (y, x) body."""
     sd = np.std(np.abs(images), axis=0)
@@ -448,7 +404,7 @@ def simulate_cine(params: CineParams, progress: Callable[[str], None] | None = N
             "sample_time_us": p.sample_time_us, "read_dir": read_dir, "phase_dir": phase_dir,
             "slice_dir": slice_dir}
 
-    noise = mix_coils(chol, _complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
+    noise = mix_coils(chol, complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
     items, t_end = noise_readouts(noise.reshape(p.coils, p.noise_readouts, p.n_ro_os), 100.0, head)
     t_beat = np.ceil((t_end + 500.0) / p.rr_ms) * p.rr_ms       # first R wave after the noise scan
 
@@ -458,7 +414,7 @@ def simulate_cine(params: CineParams, progress: Callable[[str], None] | None = N
         if progress is not None:
             progress(f"simulate cine: slice {s + 1}/{p.slices} ({p.phases} phases, {p.coils} coils, "
                      f"{p.n_ro_os}x{n_pe}, R={p.acceleration} {p.sampling})")
-        sl = _draw_slice(rng, p, s, subject, array, whiten)
+        sl = draw_slice(rng, p, s, subject, array, whiten)
         anatomies = [anatomy_at(sl.anatomy, motion, c) for c in contraction]
         rend = _render(anatomies, p, weights)
         # combined image = RSS(W·C)·e^{iφ}·ρ exactly (Σ_c conj(maps_c)·(W·C·e^{iφ}·ρ)_c)
@@ -472,7 +428,7 @@ def simulate_cine(params: CineParams, progress: Callable[[str], None] | None = N
             img[:, start:start + n_ro] = sl.sens_phase[:, start:start + n_ro] * (rend.objects[i] * np.float32(scale))
             k = fft2c(img)[:, :, rows[i]]                             # (coils, RO_os, rows_p)
             if p.add_noise:
-                k = k + mix_coils(chol, _complex_normal(rng, k.shape))
+                k = k + mix_coils(chol, complex_normal(rng, k.shape))
             kspace.append(np.ascontiguousarray(k, np.complex64))
         acqs, t_beat = _slice_readouts(p, kspace, rows, acs, t_beat, s, dict(head, position=positions[s]))
         items += acqs

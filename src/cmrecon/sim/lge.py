@@ -37,7 +37,6 @@ Schmitt P et al. MRM 2004;51:661-667 (IR bSSFP signal).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -59,6 +58,7 @@ from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import PARTIAL_FOURIER_CHOICES, Sampling, line_signals, sampling_pattern
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
 from cmrecon.sim.stream import heartbeat_readouts, noise_readouts
+from cmrecon.sim.subject import complex_normal, draw_slice
 from cmrecon.sim.truth import SimTruth
 
 __all__ = ["LgeParams", "SimCase", "SimParamError", "simulate_lge"]
@@ -252,34 +252,13 @@ def _shot_timing(p: LgeParams, smp: Sampling) -> tuple[SequenceTiming, float]:
     return timing, td_centre
 
 
-def _complex_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Circular complex Gaussian samples of unit variance, complex128."""
-    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
-
-
 def _draw_slice(rng: np.random.Generator, p: LgeParams, s: int, subject: ph.Anatomy,
                 array: coil_mod.CoilArray, whiten: np.ndarray) -> _Slice:
-    """Draw slice ``s``: its heart inside the subject's body, coils, background phase, breathing."""
-    sp = 0.15 + 0.7 * s / max(p.slices - 1, 1) if p.slices > 1 else 0.5
-    an = dataclasses.replace(ph.random_anatomy(rng, p.fov_mm, sp), rotation_deg=subject.rotation_deg,
-                             body=subject.body, body_inner=subject.body_inner, thorax=subject.thorax,
-                             lungs=subject.lungs, aorta=subject.aorta)
-    n_ro, n_pe = p.matrix
-    grid_os, fov_os = (p.n_ro_os, n_pe), (p.fov_mm[0] * p.readout_oversampling, p.fov_mm[1])
-    z_off = (s - (p.slices - 1) / 2) * (p.slice_thickness_mm + 2.0)
-    arr_s = dataclasses.replace(array, centres=array.centres - np.array([0.0, 0.0, z_off]))
-    sens = coil_mod.coil_maps_on_grid(arr_s, grid_os, fov_os, step=2)
-    body_os = np.zeros(grid_os, bool)
-    body_os[(p.n_ro_os - n_ro) // 2:(p.n_ro_os + n_ro) // 2] = ph.body_mask(ph.rasterize(an, p.matrix, p.fov_mm)[0])
-    sens = coil_mod.extend_outside(coil_mod.normalise_sensitivities(sens, body_os), body_os)
-    phi = coil_mod.background_phase(rng, *ph.pixel_coordinates(grid_os, fov_os), max(fov_os))
-    # true maps after prewhitening, RSS-normalised (what a recon combines prewhitened data with)
-    sens_w = mix_coils(whiten, sens)
-    maps = sens_w / np.maximum(np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0)), 1e-12)
+    """Draw slice ``s``: its heart, coils and background phase (:func:`draw_slice`), then breathing."""
+    d = draw_slice(rng, p, s, subject, array, whiten)
     motion = breathing_motion(rng, p.repeats, p.resp_amplitude_mm, p.breathing)
     wall = float(rng.uniform(*p.chest_wall_fraction))
-    return _Slice(an, (sens * np.exp(1j * phi)).astype(np.complex64), maps.astype(np.complex64), phi,
-                  motion, wall, key_repeat(motion[:, 0]))
+    return _Slice(d.anatomy, d.sens_phase, d.maps, d.phase, motion, wall, key_repeat(motion[:, 0]))
 
 
 def _slice_truth(p: LgeParams, smp: Sampling, sl: _Slice, obj: np.ndarray, s_ir: np.ndarray,
@@ -369,7 +348,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
             "slice_dir": slice_dir}
 
     # noise scan: same Ψ, same dwell time, before the imaging
-    noise = mix_coils(chol, _complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
+    noise = mix_coils(chol, complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
     items, t_end = noise_readouts(noise.reshape(p.coils, p.noise_readouts, p.n_ro_os), 100.0, head)
     t_beat = np.ceil((t_end + 500.0) / p.rr_ms) * p.rr_ms   # first R wave after the noise scan
 
@@ -396,7 +375,7 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
                                      sl.wall, tissues.pd)
             ksp = kspace_lines(obj, sl.sens_phase, signal, lines) * np.complex64(scale)
             if p.add_noise:
-                ksp = ksp + mix_coils(chol, _complex_normal(rng, ksp.shape)).astype(np.complex64)
+                ksp = ksp + mix_coils(chol, complex_normal(rng, ksp.shape)).astype(np.complex64)
             items += heartbeat_readouts(ksp, lines, smp, t_beat, td_centre, p.tr_ms,
                                         {"set": set_, "slice": s, p.repeat_counter: repeat},
                                         dict(head, position=positions[s], user_float=[p.ti_ms]),
