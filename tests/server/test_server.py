@@ -269,3 +269,21 @@ def test_images_stream_back_before_the_client_finishes_sending(server, case):
         second = reader.read()
         assert isinstance(second, ismrmrd.Image) and second.slice == 1
         assert isinstance(reader.read(), P.Close)
+
+
+def test_a_refused_chain_stops_the_client_sending_the_rest_of_the_file(server, case, monkeypatch):
+    """replay_remote reads replies while it sends: after ERR it does not stream the whole file."""
+    import cmrecon.server.client as client
+    items = list(iter_items(case[0]))
+    total = 200 * len(items)
+    sent = []
+
+    def many(path, group, progress):   # a long stream: the file's readouts 200 times over
+        for _ in range(200):
+            for item in items:
+                sent.append(1)
+                yield item
+    monkeypatch.setattr(client, "_source", many)
+    with pytest.raises(ReplayError, match="unknown chain 'no_such_chain'"):
+        replay_remote(case[0], port=server.port, chain_name="no_such_chain")
+    assert len(sent) < total // 2, (len(sent), total)

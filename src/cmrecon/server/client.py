@@ -91,6 +91,7 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
         raise ReplayError(f"cannot connect to {host}:{port}: {exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     send_error: list[BaseException] = []
+    answered = threading.Event()   # the server ended the session (CLOSE, ERR): stop sending
 
     def sender() -> None:
         wfile = sock.makefile("wb")
@@ -99,6 +100,8 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
             writer.write(P.ConfigFile(chain_name) if chain_name is not None else P.ConfigText(chain_xml))
             writer.write(P.Header(header))
             for item in _source(path, group, progress):
+                if answered.is_set():   # e.g. ERR unknown chain: the rest of the file is not wanted
+                    return
                 writer.write(item)
                 result.sent += 1
             writer.write(P.Close())
@@ -142,6 +145,7 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
     except (OSError, CmreconError) as exc:
         result.errors.append(f"connection failed: {exc}")
     finally:
+        answered.set()
         thread.join(timeout=timeout_s)
         rfile.close()   # the socket closes only once its file objects are closed too
         sock.close()
