@@ -173,10 +173,18 @@ def _chains(args: argparse.Namespace) -> int:
         return 0
     if not args.target:
         raise CmreconError(f"'cmrecon chains {args.action}' needs a chain name or file")
+    if (args.distributed or args.parallel_dimension) and args.action != "xml":
+        raise CmreconError("--distributed and --parallel-dimension go with 'cmrecon chains xml'")
+    if args.parallel_dimension and not args.distributed:
+        raise CmreconError("--parallel-dimension needs --distributed")
     chain = load_file(args.target) if Path(args.target).suffix in (".yaml", ".yml", ".xml") and \
         Path(args.target).exists() else resolve(args.target)
     if args.action == "validate":
         print(f"{args.target}: valid chain '{chain.name}' with {len(chain.steps)} steps")
+        return 0
+    if args.action == "xml" and args.distributed:   # docs/gadgetron.md, "Distributed runs"
+        from cmrecon.chain.distributed import to_distributed_xml
+        sys.stdout.write(to_distributed_xml(chain, args.parallel_dimension or "slice"))
         return 0
     if args.action == "xml":
         sys.stdout.write(to_xml(chain))
@@ -260,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "OpenRecon-style UI-parameter JSON (ui-json)")
     p.add_argument("action", choices=["list", "show", "validate", "xml", "ui-json", "steps"])
     p.add_argument("target", nargs="?", help="chain name or file")
+    p.add_argument("--distributed", action="store_true",
+                   help="xml: Gadgetron XML that reconstructs each slice on a worker Gadgetron "
+                        "(<distributed>; docs/gadgetron.md)")
+    p.add_argument("--parallel-dimension", metavar="DIM",
+                   help="xml --distributed: the header index to distribute by; only slice keeps a "
+                        "slice's repeats, sets and phases together (default slice)")
     p.set_defaults(func=_chains)
 
     import importlib

@@ -51,7 +51,7 @@ SESSION_STEPS = ("noise_prewhiten",)
 
 #: Every header index Gadgetron's AcquisitionDistributor selects by
 #: (core/distributed/AcquisitionDistributor.cpp), with why each but ``slice`` breaks our chains.
-_REPEATS = ("an LGE slice's repeats (counted in average or repetition) are buffered, registered "
+_REPEATS = ("an LGE slice's repeats, counted in average or repetition, are buffered, registered "
             "and averaged together, and its key frame is chosen among them")
 _LINES = "one image's readouts would be split between workers"
 _SPLITS_A_SLICE = {
@@ -73,7 +73,7 @@ def _check_dimension(parallel_dimension: str) -> None:
         return
     if parallel_dimension in _SPLITS_A_SLICE:
         raise ChainError(f"parallel_dimension '{parallel_dimension}' would send readouts of one slice "
-                         f"to different workers ({_SPLITS_A_SLICE[parallel_dimension]}); only "
+                         f"to different workers: {_SPLITS_A_SLICE[parallel_dimension]}; only "
                          "'slice' keeps each slice on one worker")
     known = ", ".join(["slice", *_SPLITS_A_SLICE])
     raise ChainError(f"parallel_dimension '{parallel_dimension}' is not an index Gadgetron's "
