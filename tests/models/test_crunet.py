@@ -162,3 +162,29 @@ def test_numpy_helper_equals_the_model_and_a_checkpoint_round_trips(tmp_path):
     save_checkpoint(tmp_path / "refine.pt", other, other.model_config(), {})
     with pytest.raises(WeightsError, match="not a CineCRUNet"):
         load_cine_crunet(tmp_path / "refine.pt")
+
+
+# Recorded with the shipped weights (sha256 dbe62005…) on phantom_slice(default_rng(0), 24, 6, 4, 4,
+# acs_rows=4), one torch thread: Σ|out| and two pixels. A float32 forward on another BLAS may
+# differ by ~1e-6 relative; 1e-4 leaves room for that and nothing else.
+RECORDED_SUM_ABS = 11016.798828125
+RECORDED_PIXELS = {(2, 12, 12): 16.335344314575195 - 10.517775535583496j,
+                   (5, 3, 20): -0.41524702310562134 - 0.3732629418373108j}
+
+
+def test_shipped_weights_verify_their_digest_and_reproduce_a_recorded_output(fresh_model_cache):
+    from cmrecon.models import serving, shipped
+    loaded = load_cine_crunet("cine_crunet_cpu")
+    assert loaded.sha256 == shipped.SHIPPED["cine_crunet_cpu"]["sha256"]
+    assert count_parameters(loaded.model) == shipped.SHIPPED["cine_crunet_cpu"]["parameters"]
+    sl = phantom_slice(np.random.default_rng(0), 24, 6, 4, 4, acs_rows=4)
+    out = crunet_reconstruct(loaded.model, sl.kspace, sl.maps, sl.mask)
+    assert float(np.abs(out).sum()) == pytest.approx(RECORDED_SUM_ABS, rel=1e-4)
+    for idx, value in RECORDED_PIXELS.items():
+        assert abs(complex(out[idx]) - value) <= 1e-4 * float(np.abs(out).max())
+    entry = serving.get_model("cine_crunet_cpu", "cpu", warm_up=False)   # the chain step's loader
+    assert isinstance(entry.model, CineCRUNet) and entry.sha256 == loaded.sha256
+    with pytest.raises(WeightsError, match="differs from the registry"):
+        load_cine_crunet("cine_crunet_cpu", expected_sha256="0" * 64)
+    with pytest.raises(ChecksumMismatchError):
+        load_cine_crunet(shipped.shipped_path("cine_crunet_cpu"), expected_sha256="0" * 64)

@@ -29,7 +29,7 @@ __all__ = ["SHIPPED", "load_shipped", "resolve_chain_weights", "resolve_weights"
            "weights_dir", "weights_folders"]
 
 #: name → {"path": file under weights_dir(), "sha256": expected digest, "config": the model's
-#: constructor arguments (PSIRNet or PsirRefine, as the checkpoint's model_class says)}.
+#: constructor arguments (PSIRNet, PsirRefine or CineCRUNet, as the checkpoint's model_class says)}.
 SHIPPED: Dict[str, Dict[str, Any]] = {
     "psirnet_cpu_small": {
         "path": "psirnet_cpu_small.pt",
@@ -45,6 +45,13 @@ SHIPPED: Dict[str, Dict[str, Any]] = {
         "sha256": "6d0c342080bc0ca50e2794cfa12b5ab9f0801424a51f2f4f9fbdd8e816b53219",
         "config": {"chans": 16, "pools": 3, "gain": 2.0, "window_px": 7, "reg": 16.0},
         "parameters": 481_412,
+        "card": "docs/model_card.md",
+    },
+    "cine_crunet_cpu": {
+        "path": "cine_crunet_cpu.pt",
+        "sha256": "dbe62005c6a7ac7c2b111171aa3320358ac7b684658e5148d33914c422e65b05",
+        "config": {"chans": 16, "num_cascades": 4},
+        "parameters": 223_368,
         "card": "docs/model_card.md",
     },
 }
