@@ -182,3 +182,16 @@ def test_the_checkpoint_loaded_is_the_file_that_was_hashed(tmp_path, monkeypatch
     loaded = weights.load_verified(path)
     for k, v in good.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v), k
+
+
+def test_the_same_weights_saved_twice_are_the_same_bytes(tmp_path):
+    """torch names its archive records after the file: saving via a temporary name made sha256 random."""
+    import torch
+
+    from cmrecon.models.refine import PsirRefine
+    from cmrecon.models.weights import save_checkpoint
+    torch.manual_seed(0)
+    model = PsirRefine()
+    a = save_checkpoint(tmp_path / "a.pt", model, model.model_config())
+    b = save_checkpoint(tmp_path / "b.pt", model, model.model_config())
+    assert a == b and (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -517,8 +517,7 @@ def train_cine(settings: CineTrainSettings, train_files: Sequence[Path], val: Se
         ``last.pt`` exists without ``resume`` (or is missing with it), the settings differ from
         the stored run's, or the loss is not finite.
     """
-    from cmrecon.io.atomic import atomic_path
-    from cmrecon.models.weights import save_checkpoint
+    from cmrecon.models.weights import atomic_torch_save, save_checkpoint
 
     t_start = time.monotonic()
     out = Path(out_dir)
@@ -562,10 +561,9 @@ def train_cine(settings: CineTrainSettings, train_files: Sequence[Path], val: Se
         f"{torch.get_num_threads()} threads")
 
     def save_state() -> None:
-        with atomic_path(state_path) as tmp:
-            torch.save({"format": STATE_FORMAT, "run": settings.run_fields(), "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "step": step, "best": json.dumps(best),
-                        "elapsed_s": elapsed_before + time.monotonic() - t_start}, tmp)
+        atomic_torch_save({"format": STATE_FORMAT, "run": settings.run_fields(), "model": model.state_dict(),
+                           "optimizer": opt.state_dict(), "step": step, "best": json.dumps(best),
+                           "elapsed_s": elapsed_before + time.monotonic() - t_start}, state_path)
 
     def log(row: dict[str, Any]) -> None:
         with open(log_path, "a") as fh:

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import yaml
 
-from cmrecon.io.atomic import atomic_path
 from cmrecon.models.device import resolve_device
 from cmrecon.models.train_config import TARGET_KEYS, ConfigError, OptimSection, TrainConfig, config_from_dict, same_run
 from cmrecon.models.train_data import MODEL_INPUTS, batches, make_validation_set
 from cmrecon.models.train_losses import training_loss
+from cmrecon.models.weights import atomic_torch_save
 
 __all__ = ["STATE_FORMAT", "TrainResult", "build_model", "image_metrics", "init_weights",
            "learning_rate", "train", "validate"]
@@ -147,12 +147,6 @@ class TrainResult:
     best_val_loss: float
     wall_s: float
     finished: bool
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through :func:`cmrecon.io.atomic.atomic_path`: the state is whole or absent."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def _log(fh, row: dict[str, Any]) -> None:
@@ -285,7 +279,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
           f"{bsz}; validation {len(val_set)} samples", file=stream, flush=True)
 
     def save_state() -> None:
-        _atomic_torch_save({
+        atomic_torch_save({
             "format": STATE_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
             "optimizer": opt.state_dict(), "step": step, "best_val_loss": best_loss,
             "torch_rng": torch.get_rng_state(),

@@ -324,12 +324,28 @@ def save_checkpoint(path: PathLike, model: PSIRNet, config: Dict[str, Any],
         "torch_version": str(torch.__version__),
     }
     from cmrecon.io.atomic import atomic_path
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-        digest = file_sha256(tmp)
+    atomic_torch_save(payload, path)
+    digest = file_sha256(path)
     with atomic_path(sidecar_path(path)) as tmp:
         tmp.write_text(f"{digest}  {path.name}\n")
     return digest
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save(obj)`` to ``path``, whole or not at all, and byte-reproducible.
+
+    Written through :func:`cmrecon.io.atomic.atomic_path` and an open file: torch names the zip
+    archive's records after the file it is given, so saving to the random temporary name made two
+    saves of the same weights differ in their bytes (and sha256).
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written.
+    """
+    from cmrecon.io.atomic import atomic_path
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _read_sidecar(path: Path) -> Optional[str]:
