@@ -41,16 +41,8 @@ from cmrecon.metrics import ssim  # noqa: E402
 from cmrecon.recon.cine import cine_sense, lps  # noqa: E402
 from cmrecon.recon.cine_inr import InrParams, fit_inr  # noqa: E402
 from cmrecon.recon.fft import ifft2c  # noqa: E402
+from cmrecon.sim.sampling import cine_masks  # noqa: E402
 from cmrecon_gadgets.cine_steps import CineLpsParams, CineSenseParams  # noqa: E402
-
-
-def sampling_mask(phases: int, n_pe: int, r: int, acs: int, kind: str) -> np.ndarray:
-    """(phases, ky) bool: docs/cine.md's equispaced or kt-interleaved rows plus ``acs`` central rows."""
-    k = np.arange(n_pe)
-    shift = (lambda p: p) if kind == "kt_interleaved" else (lambda p: 0)
-    c = n_pe // 2
-    acs_rows = (k >= c - acs // 2) & (k < c - acs // 2 + acs)
-    return np.array([((k - c - shift(p)) % r == 0) | acs_rows for p in range(phases)])
 
 
 def scores(x: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
@@ -105,7 +97,7 @@ def main() -> None:
                                               seed=args.seed, scale=args.signal)
         rng = np.random.default_rng(args.seed)
         noise = (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape)) / np.sqrt(2)
-        mask = sampling_mask(args.phases, args.size, args.R, args.acs, args.sampling)
+        mask = cine_masks(args.size, args.phases, args.R, args.acs, args.sampling)
         kspace = ((full + noise) * mask[:, None, :, None]).astype(np.complex64)
         what = f"analytic phantom, {args.acs} ACS, peak signal {args.signal:g}"
     overrides = {}

@@ -18,7 +18,6 @@ from cmrecon.models.cine_train import (
     crop_columns,
     learning_rate,
     phantom_slice,
-    sampling_mask,
     tensors,
     train_cine,
 )
@@ -37,13 +36,6 @@ def _slices(tmp_path, n: int = 3) -> list:
         files.append(tmp_path / f"train_{i}.npz")
         sl.save(files[-1])
     return files
-
-
-def test_sampling_masks_follow_the_cine_conventions():
-    eq = sampling_mask(16, 3, 4, "equispaced", 2)
-    assert (eq == eq[0]).all() and set(np.flatnonzero(eq[0])) == {0, 4, 7, 8, 12}
-    kt = sampling_mask(16, 4, 4, "kt_interleaved", 0)
-    assert kt.any(axis=0).all() and (kt.sum(axis=1) == 4).all() and kt[1, 9] and not kt[0, 9]
 
 
 def test_a_readout_crop_is_the_same_problem_restricted_to_those_columns():

@@ -60,6 +60,8 @@ from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.errors import CmreconError
 from cmrecon.models.crunet import PAD_MULTIPLE, CineCRUNet, count_parameters
 from cmrecon.recon.fft import fft1c, fft2c, ifft1c
+from cmrecon.sim.cine import temporal_masks
+from cmrecon.sim.sampling import cine_masks
 
 __all__ = ["STATE_FORMAT", "CineSlice", "aligned_target", "CineTrainError", "CineTrainSettings",
            "build_cache", "cine_loss", "crop_columns", "front_end", "learning_rate",
@@ -116,27 +118,6 @@ class CineSlice:
                    R=int(d["R"]), sampling=str(d["sampling"]), snr=float(d["snr"]))
 
 
-def sampling_mask(n_pe: int, phases: int, R: int, sampling: str, acs_rows: int) -> np.ndarray:
-    """Rows sampled per phase, docs/cine.md's rule: ``(k − n//2 [− p]) % R == 0`` plus central ACS.
-
-    Returns
-    -------
-    (phases, n_pe) bool
-    """
-    k = np.arange(n_pe)
-    shift = np.arange(phases)[:, None] if sampling == "kt_interleaved" else np.zeros((phases, 1), int)
-    mask = (k[None] - n_pe // 2 - shift) % R == 0
-    mask[:, n_pe // 2 - acs_rows // 2: n_pe // 2 - acs_rows // 2 + acs_rows] = True
-    return mask
-
-
-def dynamic_static_masks(images: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The top decile (dynamic) and the bottom half (static) of temporal SD of ``|images|`` in ``body``."""
-    sd = np.abs(images).std(axis=0)
-    vals = sd[body]
-    return body & (sd >= np.quantile(vals, 0.9)), body & (sd <= np.quantile(vals, 0.5))
-
-
 def phantom_slice(rng: np.random.Generator, matrix: int = 48, phases: int = 8, coils: int = 6, R: int = 4,
                   sampling: str = "equispaced", snr: float = 20.0, acs_rows: int = 8) -> CineSlice:
     """A small analytic cine slice: a beating bright disc in a dark ring on a static textured body.
@@ -170,11 +151,11 @@ def phantom_slice(rng: np.random.Generator, matrix: int = 48, phases: int = 8, c
     sens = np.stack([np.exp(-((xx - 1.1 * np.cos(a)) ** 2 + (yy - 1.1 * np.sin(a)) ** 2) / 1.2)
                      * np.exp(1j * (a + 0.5 * xx)) for a in angles])
     maps = (sens / np.sqrt((np.abs(sens) ** 2).sum(0, keepdims=True))).astype(np.complex64)
-    mask = sampling_mask(n, phases, R, sampling, acs_rows)
+    mask = cine_masks(n, phases, R, acs_rows, sampling)
     k = fft2c(maps[None] * target[:, None])
     k = k + (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape)) / np.sqrt(2)
     k = np.where(mask[:, None, :, None], k, 0).astype(np.complex64)
-    dyn, stat = dynamic_static_masks(target, body)
+    dyn, stat = temporal_masks(target, body)
     return CineSlice(k, maps, mask, target, dyn, stat, int(R), sampling, float(snr))
 
 

@@ -69,7 +69,7 @@ from cmrecon.sim.signal import TISSUES
 from cmrecon.sim.stream import TICK_MS, noise_readouts
 from cmrecon.sim.subject import complex_normal, draw_slice
 
-__all__ = ["CineParams", "CineCase", "SimParamError", "simulate_cine"]
+__all__ = ["CineParams", "CineCase", "SimParamError", "simulate_cine", "temporal_masks"]
 
 #: Share of the R-R interval the phases may fill (the rest is the gap before the next trigger).
 ACQUISITION_WINDOW = 0.9
@@ -323,7 +323,7 @@ def _render(anatomies: list[ph.Anatomy], p: CineParams, weights: np.ndarray) -> 
     return _Rendered(objects, labels, pure)
 
 
-def _temporal_masks(images: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def temporal_masks(images: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(dynamic, static) masks of one slice from its (phases, y, x) images and (y, x) body."""
     sd = np.std(np.abs(images), axis=0)
     vals = sd[body]
@@ -439,7 +439,7 @@ def simulate_cine(params: CineParams, progress: Callable[[str], None] | None = N
         heart = np.zeros(body.shape, bool)
         for lab in labels:
             heart |= ph.heart_mask(lab, p.pixel_mm[::-1])
-        dynamic, static = _temporal_masks(images, body)
+        dynamic, static = temporal_masks(images, body)
         shift_xy = np.array([_to_image(c * motion.shift_mm[0], c * motion.shift_mm[1], sl.anatomy.rotation_deg)
                              for c in contraction], np.float32)
         per_slice.append({
