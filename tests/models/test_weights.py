@@ -185,7 +185,7 @@ def test_the_checkpoint_loaded_is_the_file_that_was_hashed(tmp_path, monkeypatch
 
 
 def test_the_same_weights_saved_twice_are_the_same_bytes(tmp_path):
-    """torch names its archive records after the file: saving via a temporary name made sha256 random."""
+    """Torch names its archive records after the file: saving via a temporary name made sha256 random."""
     import torch
 
     from cmrecon.models.refine import PsirRefine
