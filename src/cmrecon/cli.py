@@ -73,7 +73,7 @@ def write_outputs(images: list, output: str | None, group: str | None, png_dir: 
         try:
             for img in images:
                 name = (f"series{img.image_series_index}_slc{img.slice}_set{img.set}_ave{img.average}"
-                        f"_rep{img.repetition}_img{img.image_index}.png")
+                        f"_rep{img.repetition}_phs{img.phase}_img{img.image_index}.png")
                 _, data, window = display_view(img)
                 written.append(save_png(Path(png_dir) / name, data, window))
         except BaseException:   # a part of the images' PNGs is not an output

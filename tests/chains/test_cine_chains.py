@@ -122,3 +122,16 @@ def test_the_learned_chain_beats_low_rank_plus_sparse_on_the_beating_heart(score
     for net, lps in zip(scores["cine_crunet", name], scores["cine_lps", name]):
         assert net["ssim_dynamic"] > lps["ssim_dynamic"]          # [0.914 vs 0.801; 0.929, 0.932 vs 0.891, 0.919]
         assert net["nmse_dynamic"] < lps["nmse_dynamic"]          # [0.033 vs 0.089; 0.034, 0.048 vs 0.062, 0.055]
+
+
+def test_cine_pngs_are_named_by_phase_and_share_the_slices_display_window(tmp_path):
+    from cmrecon.cli import main
+    from cmrecon.io.images import display_view
+    h5, truth = _load("full")
+    assert main(["replay", "-i", str(h5), "-c", "cine_sense", "--in-process", "--png", str(tmp_path)]) == 0
+    phases = truth.images.shape[1]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
+        f"series1_slc0_set0_ave0_rep0_phs{p}_img{p + 1}.png" for p in range(phases))
+    images = [i for i in run_file(resolve("cine_sense"), h5) if isinstance(i, ismrmrd.Image)]
+    windows = {display_view(i)[2] for i in images}
+    assert len(windows) == 1 and None not in windows   # one window per slice: no flicker between phases

@@ -74,7 +74,9 @@ def display_view(img: ismrmrd.Image) -> tuple[str, np.ndarray, tuple[float, floa
 
     A PSIR (meta DataRole PSIR) is mapped back to the IR/PD ratio by undoing
     ``GADGETRON_ScaleOffset``/``GADGETRON_ScaleRatio`` and shown on :data:`PSIR_WINDOW`, so PNGs
-    of PSIRs compare with each other and with a truth ratio; other images get an automatic window.
+    of PSIRs compare with each other and with a truth ratio; other images are shown in their own
+    ``WindowCenter``/``WindowWidth`` when they carry one (the cine phases of a slice share one, so
+    their PNGs do not flicker), else in an automatic window.
     """
     data = np.asarray(img.data[0, 0] if img.data.ndim == 4 else img.data)
     meta = ismrmrd.Meta.deserialize(img.attribute_string) if img.attribute_string else {}
@@ -84,9 +86,14 @@ def display_view(img: ismrmrd.Image) -> tuple[str, np.ndarray, tuple[float, floa
         offset = float(meta.get("GADGETRON_ScaleOffset", 0.0))
         scale = float(meta.get("GADGETRON_ScaleRatio", 1.0))
         return f"PSIR slc{img.slice}", (data - offset) / scale, PSIR_WINDOW
+    window = None
+    if "WindowCenter" in meta and "WindowWidth" in meta:
+        centre, width = float(meta["WindowCenter"]), float(meta["WindowWidth"])
+        if width > 0:
+            window = (centre - width / 2, centre + width / 2)
     if role:
-        return f"{role} slc{img.slice}", data, None
-    return f"series{img.image_series_index} slc{img.slice} set{img.set} ave{img.average}", data, None
+        return f"{role} slc{img.slice}", data, window
+    return f"series{img.image_series_index} slc{img.slice} set{img.set} ave{img.average}", data, window
 
 
 def auto_window(values: np.ndarray, mask: np.ndarray, low: float = 0.0,
