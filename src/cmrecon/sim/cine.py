@@ -53,21 +53,19 @@ import numpy as np
 from cmrecon.axes import centre_crop
 from cmrecon.io.mrdfile import make_acquisition
 from cmrecon.recon.fft import fft2c
-from cmrecon.recon.noise import prewhitening_matrix
 from cmrecon.recon.sense import reduce
-from cmrecon.sim import coils as coil_mod
 from cmrecon.sim import phantom as ph
 from cmrecon.sim.cine_signal import bssfp_steady_state, sample_native_tissues
 from cmrecon.sim.cine_truth import CineTruth
-from cmrecon.sim.header import make_cine_header, slice_geometry
+from cmrecon.sim.header import make_cine_header
 from cmrecon.sim.heart_motion import anatomy_at, lv_cavity_area_mm2, random_cycle, random_heart_motion
 from cmrecon.sim.kspace import BANDLIMIT_SUPERSAMPLE, mix_coils
 from cmrecon.sim.lge import SimParamError
 from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import CINE_SAMPLING, cine_acs_rows, cine_masks
 from cmrecon.sim.signal import TISSUES
-from cmrecon.sim.stream import TICK_MS, noise_readouts
-from cmrecon.sim.subject import complex_normal, draw_slice
+from cmrecon.sim.stream import TICK_MS
+from cmrecon.sim.subject import complex_normal, draw_slice, draw_subject
 
 __all__ = ["CineParams", "CineCase", "SimParamError", "simulate_cine", "temporal_masks"]
 
@@ -377,19 +375,9 @@ def simulate_cine(params: CineParams, progress: Callable[[str], None] | None = N
     motion = random_heart_motion(rng, p.lv_ef, p.rv_ef, p.heart_shift_mm)
     times = p.trigger_times_ms
     contraction = cycle.contraction(times)
-    subject = ph.random_anatomy(rng, p.fov_mm, 0.5)
-    array = coil_mod.random_coil_array(rng, p.coils, (subject.body.a, subject.body.b), subject.rotation_deg)
-    psi = coil_mod.random_noise_covariance(rng, array.centres)
-    whiten = prewhitening_matrix(psi)
-    chol = np.linalg.cholesky(psi)
-    read_dir, phase_dir, slice_dir, positions = slice_geometry(p)
-    head = {"measurement_uid": int(p.seed) & 0xFFFFFFFF, "center_sample": p.n_ro_os // 2,
-            "sample_time_us": p.sample_time_us, "read_dir": read_dir, "phase_dir": phase_dir,
-            "slice_dir": slice_dir}
-
-    noise = mix_coils(chol, complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
-    items, t_end = noise_readouts(noise.reshape(p.coils, p.noise_readouts, p.n_ro_os), 100.0, head)
-    t_beat = np.ceil((t_end + 500.0) / p.rr_ms) * p.rr_ms       # first R wave after the noise scan
+    sub = draw_subject(rng, p)                 # body, coils, Ψ, geometry, the noise scan
+    subject, array, psi, whiten, chol = sub.anatomy, sub.array, sub.psi, sub.whiten, sub.chol
+    positions, head, items, t_beat = sub.positions, sub.head, list(sub.items), sub.first_rwave_ms
 
     start = (p.n_ro_os - n_ro) // 2
     per_slice = []

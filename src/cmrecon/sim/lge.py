@@ -47,18 +47,17 @@ import numpy as np
 from cmrecon.axes import centre_crop
 from cmrecon.errors import CmreconError
 from cmrecon.recon.fft import ifft2c
-from cmrecon.recon.noise import prewhitening_matrix
 from cmrecon.recon.sense import reduce
 from cmrecon.sim import coils as coil_mod
 from cmrecon.sim import phantom as ph
-from cmrecon.sim.header import make_header, slice_geometry
+from cmrecon.sim.header import make_header
 from cmrecon.sim.kspace import kspace_lines, mix_coils, tissue_objects
 from cmrecon.sim.motion import BREATHING_MODELS, breathing_motion, key_repeat
 from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import PARTIAL_FOURIER_CHOICES, Sampling, line_signals, sampling_pattern
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
-from cmrecon.sim.stream import heartbeat_readouts, noise_readouts
-from cmrecon.sim.subject import complex_normal, draw_slice
+from cmrecon.sim.stream import heartbeat_readouts
+from cmrecon.sim.subject import complex_normal, draw_slice, draw_subject
 from cmrecon.sim.truth import SimTruth
 
 __all__ = ["LgeParams", "SimCase", "SimParamError", "simulate_lge"]
@@ -320,20 +319,9 @@ def simulate_lge(params: LgeParams, progress: Callable[[str], None] | None = Non
     if smp.acs_shot:
         _, s_acs = hard_pulse_shot_signals(tissues.t1_ms, tissues.t2_ms, timing, n_lines_pd=len(acs_shot),
                                            centre_index_pd=int(np.searchsorted(acs_shot, smp.centre)))
-    subject = ph.random_anatomy(rng, p.fov_mm, 0.5)
-    array = coil_mod.random_coil_array(rng, p.coils, (subject.body.a, subject.body.b), subject.rotation_deg)
-    psi = coil_mod.random_noise_covariance(rng, array.centres)
-    whiten = prewhitening_matrix(psi)                      # (C, C) complex64, W Ψ W^H = I
-    chol = np.linalg.cholesky(psi)
-    read_dir, phase_dir, slice_dir, positions = slice_geometry(p)
-    head = {"measurement_uid": int(p.seed) & 0xFFFFFFFF, "center_sample": p.n_ro_os // 2,
-            "sample_time_us": p.sample_time_us, "read_dir": read_dir, "phase_dir": phase_dir,
-            "slice_dir": slice_dir}
-
-    # noise scan: same Ψ, same dwell time, before the imaging
-    noise = mix_coils(chol, complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
-    items, t_end = noise_readouts(noise.reshape(p.coils, p.noise_readouts, p.n_ro_os), 100.0, head)
-    t_beat = np.ceil((t_end + 500.0) / p.rr_ms) * p.rr_ms   # first R wave after the noise scan
+    sub = draw_subject(rng, p)                 # body, coils, Ψ, geometry, the noise scan
+    subject, array, psi, whiten, chol = sub.anatomy, sub.array, sub.psi, sub.whiten, sub.chol
+    positions, head, items, t_beat = sub.positions, sub.head, list(sub.items), sub.first_rwave_ms
 
     target_scale = np.float32(np.sqrt(math.ceil(p.repeats / 2)))
     per_slice = []

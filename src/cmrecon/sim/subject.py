@@ -73,3 +73,61 @@ def draw_slice(rng: np.random.Generator, p, s: int, subject: ph.Anatomy, array: 
     sens_w = mix_coils(whiten, sens)
     maps = sens_w / np.maximum(np.sqrt(np.sum(np.abs(sens_w) ** 2, axis=0)), 1e-12)
     return SliceDraw(an, (sens * np.exp(1j * phi)).astype(np.complex64), maps.astype(np.complex64), phi)
+
+
+@dataclass(frozen=True, eq=False)
+class Subject:
+    """One subject's draws and the stream's start: body, receive array, noise, geometry, noise scan.
+
+    Attributes
+    ----------
+    anatomy : the subject's body (its slices each draw their own heart, :func:`draw_slice`).
+    array : the receive coil array.
+    psi : (coils, coils) noise covariance per k-space sample.
+    whiten : (coils, coils) prewhitening matrix W (W Ψ W^H = I).
+    chol : Cholesky factor of Ψ (what colours the simulated noise).
+    positions : (slices, 3) slice centres, mm (patient LPS).
+    head : header fields every readout carries (uid, centre sample, dwell time, directions).
+    items : the noise-scan acquisitions (ACQ_IS_NOISE_MEASUREMENT), the stream's first items.
+    first_rwave_ms : time of the first R wave after the noise scan, ms.
+    """
+
+    anatomy: ph.Anatomy
+    array: coil_mod.CoilArray
+    psi: np.ndarray
+    whiten: np.ndarray
+    chol: np.ndarray
+    positions: np.ndarray
+    head: dict
+    items: list
+    first_rwave_ms: float
+
+
+def draw_subject(rng: np.random.Generator, p) -> Subject:
+    """Draw the subject's body, coil array and noise covariance, and simulate the noise scan.
+
+    The noise scan has the same Ψ and dwell time as the imaging, 100 ms into the stream; the
+    first R wave follows at least 500 ms after it, on the heart-rate grid.
+
+    Parameters
+    ----------
+    rng : the case's generator (draws in a fixed order: recorded streams reproduce bit for bit).
+    p : LgeParams or CineParams.
+    """
+    from cmrecon.recon.noise import prewhitening_matrix
+    from cmrecon.sim.header import slice_geometry
+    from cmrecon.sim.stream import noise_readouts
+
+    anatomy = ph.random_anatomy(rng, p.fov_mm, 0.5)
+    array = coil_mod.random_coil_array(rng, p.coils, (anatomy.body.a, anatomy.body.b), anatomy.rotation_deg)
+    psi = coil_mod.random_noise_covariance(rng, array.centres)
+    whiten = prewhitening_matrix(psi)
+    chol = np.linalg.cholesky(psi)
+    read_dir, phase_dir, slice_dir, positions = slice_geometry(p)
+    head = {"measurement_uid": int(p.seed) & 0xFFFFFFFF, "center_sample": p.n_ro_os // 2,
+            "sample_time_us": p.sample_time_us, "read_dir": read_dir, "phase_dir": phase_dir,
+            "slice_dir": slice_dir}
+    noise = mix_coils(chol, complex_normal(rng, (p.coils, p.noise_readouts * p.n_ro_os)))
+    items, t_end = noise_readouts(noise.reshape(p.coils, p.noise_readouts, p.n_ro_os), 100.0, head)
+    first = float(np.ceil((t_end + 500.0) / p.rr_ms) * p.rr_ms)
+    return Subject(anatomy, array, psi, whiten, chol, positions, head, items, first)
