@@ -37,6 +37,24 @@ def slice_geometry(p: LgeParams | CineParams) -> tuple[np.ndarray, np.ndarray, n
     return r, q, n, pos
 
 
+def _limit(lo: int, hi: int, c: int) -> xsd.limitType:
+    return xsd.limitType(minimum=lo, maximum=hi, center=c)
+
+
+def _base_header(p, measurement_id: str, protocol: str, sequence: str, description: str) -> xsd.ismrmrdHeader:
+    """The header fields both simulators fill alike: field strength, schema version, measurement, system."""
+    h = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(
+        H1resonanceFrequency_Hz=int(round(42.577478e6 * p.field_t))))
+    h.version = schema_version()  # what a Gadgetron on the same ISMRMRD release expects
+    h.measurementInformation = xsd.measurementInformationType(
+        measurementID=measurement_id, patientPosition=xsd.patientPositionType.HFS,
+        protocolName=protocol, sequenceName=sequence, seriesDescription=description)
+    h.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
+        systemVendor="cmrecon", systemModel="simulator", systemFieldStrength_T=float(p.field_t),
+        relativeReceiverNoiseBandwidth=1.0, receiverChannels=int(p.coils))
+    return h
+
+
 def make_header(p: LgeParams, sampling: Sampling) -> str:
     """ISMRMRD XML header of a case (ismrmrd.xsd classes).
 
@@ -46,21 +64,8 @@ def make_header(p: LgeParams, sampling: Sampling) -> str:
     """
     n_ro, n_pe = p.matrix
     os_ = p.readout_oversampling
-    h = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(
-        H1resonanceFrequency_Hz=int(round(42.577478e6 * p.field_t))))
-    h.version = schema_version()  # what a Gadgetron on the same ISMRMRD release expects
-    h.measurementInformation = xsd.measurementInformationType(
-        measurementID=f"cmrecon_sim_{p.seed}",
-        patientPosition=xsd.patientPositionType.HFS,
-        protocolName="cmrecon_sim_lge_psir",
-        sequenceName="tfi_psir",
-        seriesDescription="simulated free-breathing single-shot bSSFP PSIR LGE (IR set 0, PD set 1)")
-    h.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemVendor="cmrecon", systemModel="simulator", systemFieldStrength_T=float(p.field_t),
-        relativeReceiverNoiseBandwidth=1.0, receiverChannels=int(p.coils))
-
-    def lim(lo: int, hi: int, c: int) -> xsd.limitType:
-        return xsd.limitType(minimum=lo, maximum=hi, center=c)
+    h = _base_header(p, f"cmrecon_sim_{p.seed}", "cmrecon_sim_lge_psir", "tfi_psir",
+                     "simulated free-breathing single-shot bSSFP PSIR LGE (IR set 0, PD set 1)")
 
     mode = {"embedded": xsd.calibrationModeType.EMBEDDED,
             "separate": xsd.calibrationModeType.SEPARATE}[p.acs_mode]
@@ -72,13 +77,13 @@ def make_header(p: LgeParams, sampling: Sampling) -> str:
             matrixSize=xsd.matrixSizeType(x=n_ro, y=n_pe, z=1),
             fieldOfView_mm=xsd.fieldOfViewMm(x=p.fov_mm[0], y=p.fov_mm[1], z=p.slice_thickness_mm)),
         encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_0=lim(0, n_ro * os_ - 1, n_ro * os_ // 2),
-            kspace_encoding_step_1=lim(min(sampling.shot + sampling.acs_shot), n_pe - 1, sampling.centre),
-            kspace_encoding_step_2=lim(0, 0, 0),
-            average=lim(0, p.repeats - 1 if p.repeat_counter == "average" else 0, 0),
-            slice=lim(0, p.slices - 1, 0), contrast=lim(0, 0, 0), phase=lim(0, 0, 0),
-            repetition=lim(0, p.repeats - 1 if p.repeat_counter == "repetition" else 0, 0),
-            set=lim(0, 1, 0), segment=lim(0, 0, 0)),
+            kspace_encoding_step_0=_limit(0, n_ro * os_ - 1, n_ro * os_ // 2),
+            kspace_encoding_step_1=_limit(min(sampling.shot + sampling.acs_shot), n_pe - 1, sampling.centre),
+            kspace_encoding_step_2=_limit(0, 0, 0),
+            average=_limit(0, p.repeats - 1 if p.repeat_counter == "average" else 0, 0),
+            slice=_limit(0, p.slices - 1, 0), contrast=_limit(0, 0, 0), phase=_limit(0, 0, 0),
+            repetition=_limit(0, p.repeats - 1 if p.repeat_counter == "repetition" else 0, 0),
+            set=_limit(0, 1, 0), segment=_limit(0, 0, 0)),
         trajectory=xsd.trajectoryType.CARTESIAN,
         parallelImaging=xsd.parallelImagingType(
             accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=p.acceleration,
@@ -120,21 +125,8 @@ def make_cine_header(p: CineParams, mask: np.ndarray) -> str:
     """
     n_ro, n_pe = p.matrix
     os_ = p.readout_oversampling
-    h = xsd.ismrmrdHeader(experimentalConditions=xsd.experimentalConditionsType(
-        H1resonanceFrequency_Hz=int(round(42.577478e6 * p.field_t))))
-    h.version = schema_version()
-    h.measurementInformation = xsd.measurementInformationType(
-        measurementID=f"cmrecon_sim_cine_{p.seed}",
-        patientPosition=xsd.patientPositionType.HFS,
-        protocolName="cmrecon_sim_cine",
-        sequenceName="tfi_cine_segmented",
-        seriesDescription="simulated ECG-triggered segmented bSSFP short-axis cine")
-    h.acquisitionSystemInformation = xsd.acquisitionSystemInformationType(
-        systemVendor="cmrecon", systemModel="simulator", systemFieldStrength_T=float(p.field_t),
-        relativeReceiverNoiseBandwidth=1.0, receiverChannels=int(p.coils))
-
-    def lim(lo: int, hi: int, c: int) -> xsd.limitType:
-        return xsd.limitType(minimum=lo, maximum=hi, center=c)
+    h = _base_header(p, f"cmrecon_sim_cine_{p.seed}", "cmrecon_sim_cine", "tfi_cine_segmented",
+                     "simulated ECG-triggered segmented bSSFP short-axis cine")
 
     mode = {"equispaced": xsd.calibrationModeType.EMBEDDED,
             "kt_interleaved": xsd.calibrationModeType.INTERLEAVED}[p.sampling]
@@ -147,12 +139,12 @@ def make_cine_header(p: CineParams, mask: np.ndarray) -> str:
             matrixSize=xsd.matrixSizeType(x=n_ro, y=n_pe, z=1),
             fieldOfView_mm=xsd.fieldOfViewMm(x=p.fov_mm[0], y=p.fov_mm[1], z=p.slice_thickness_mm)),
         encodingLimits=xsd.encodingLimitsType(
-            kspace_encoding_step_0=lim(0, n_ro * os_ - 1, n_ro * os_ // 2),
-            kspace_encoding_step_1=lim(first_row, n_pe - 1, n_pe // 2),
-            kspace_encoding_step_2=lim(0, 0, 0),
-            average=lim(0, 0, 0), slice=lim(0, p.slices - 1, 0), contrast=lim(0, 0, 0),
-            phase=lim(0, p.phases - 1, 0), repetition=lim(0, 0, 0), set=lim(0, 0, 0),
-            segment=lim(0, 0, 0)),
+            kspace_encoding_step_0=_limit(0, n_ro * os_ - 1, n_ro * os_ // 2),
+            kspace_encoding_step_1=_limit(first_row, n_pe - 1, n_pe // 2),
+            kspace_encoding_step_2=_limit(0, 0, 0),
+            average=_limit(0, 0, 0), slice=_limit(0, p.slices - 1, 0), contrast=_limit(0, 0, 0),
+            phase=_limit(0, p.phases - 1, 0), repetition=_limit(0, 0, 0), set=_limit(0, 0, 0),
+            segment=_limit(0, 0, 0)),
         trajectory=xsd.trajectoryType.CARTESIAN,
         parallelImaging=xsd.parallelImagingType(
             accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=p.acceleration,
