@@ -42,6 +42,15 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _output_arguments(p: argparse.ArgumentParser) -> None:
+    """-o, --truth, --no-truth: the files every simulate kind writes."""
+    p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
+    p.add_argument("--truth", default=None,
+                   help="ground-truth npz: a file name, written as given, or a folder (existing, or "
+                        "ending in /) that gets <output stem>_truth.npz (default: beside the output)")
+    p.add_argument("--no-truth", action="store_true", help="do not write the ground truth")
+
+
 def _matrix(text: str) -> tuple[int, int]:
     try:
         ro, pe = (int(v) for v in text.lower().split("x"))
@@ -97,11 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     kinds = sim.add_subparsers(dest="kind", metavar="KIND", required=True)
     p = kinds.add_parser("lge", help="free-breathing interleaved IR/PD single-shot bSSFP LGE",
                          formatter_class=_DefaultsFormatter)
-    p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
-    p.add_argument("--truth", default=None,
-                   help="ground-truth npz: a file name, written as given, or a folder (existing, or "
-                        "ending in /) that gets <output stem>_truth.npz (default: beside the output)")
-    p.add_argument("--no-truth", action="store_true", help="do not write the ground truth")
+    _output_arguments(p)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--slices", type=int, default=d.slices)
     p.add_argument("--repeats", type=int, default=d.repeats, help="IR/PD pairs per slice (average)")
@@ -137,11 +142,7 @@ def _register_cine(kinds: argparse._SubParsersAction) -> None:
     d = CineParams()
     p = kinds.add_parser("cine", help="ECG-triggered segmented bSSFP short-axis cine",
                          formatter_class=_DefaultsFormatter)
-    p.add_argument("-o", "--output", required=True, type=Path, help="ISMRMRD HDF5 file to write")
-    p.add_argument("--truth", default=None,
-                   help="ground-truth npz: a file name, written as given, or a folder (existing, or "
-                        "ending in /) that gets <output stem>_truth.npz (default: beside the output)")
-    p.add_argument("--no-truth", action="store_true", help="do not write the ground truth")
+    _output_arguments(p)
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed: bit-identical output)")
     p.add_argument("--slices", type=int, default=d.slices, help="short-axis slices (one breath-hold each)")
     p.add_argument("--phases", type=int, default=d.phases, help="cardiac phases per slice")
