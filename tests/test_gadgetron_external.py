@@ -125,13 +125,29 @@ def test_a_header_with_another_schema_version_is_refused_as_gadgetron_does():
         play_gadgetron("steps", "<configuration/>", header, [])
 
 
-@pytest.mark.parametrize("target", ["psir_clasic", "os", "system"])
+@pytest.mark.parametrize("target", ["psir_clasic", "os", "system", "raw", "cine_steps", "re"])
 def test_an_unknown_target_is_answered_with_an_error_naming_it(target):
     """Not a bare exit 1: Gadgetron's runner would turn a missing attribute into a TypeError."""
     played = play_gadgetron(target, "<configuration/>", read_header_xml(LGE_STREAM), [])
     errors = [m.text for m in played.messages if isinstance(m, P.Error)]
     assert played.returncode != 0 and errors, played.stderr[-2000:]
     assert f"unknown step '{target}'; known steps: " in errors[0] and "fft_rss" in errors[0]
+
+
+def test_every_step_like_name_gadgetron_can_load_from_the_package_is_an_entry_point():
+    """Gadgetron's runner loads a target with ``getattr``: a submodule (``raw``, ``learned``) or an
+    imported module (``re``) was found there before ``__getattr__`` was asked, and a module is not
+    callable, so Gadgetron got a bare exit instead of ERROR "unknown step".
+    """
+    from gadgetron.__main__ import load_target
+
+    import cmrecon_gadgets
+    from cmrecon.chain.registry import known_steps
+    names = [n for n in vars(cmrecon_gadgets) if cmrecon_gadgets._TARGET.match(n)]
+    assert {"raw", "learned", "basic", "cartesian", "lge_steps", "cine_steps"} <= set(names)
+    assert not set(names) & set(known_steps())   # a module named like a step would hide the step
+    for name in names:
+        assert callable(load_target({"module": "cmrecon_gadgets", "target": name})), name
 
 
 def test_only_step_like_names_are_entry_points():
