@@ -191,6 +191,10 @@ class PsirRefineParams:
     roi_fraction: float = field(default=0.5, metadata={
         "doc": "the key frame compares IR magnitudes in a central Hann region spanning this "
                "fraction of each axis (as psir)"})
+    fallback: bool = field(default=True, metadata={
+        "doc": "an input the weights were not trained on (matrix, R) gets the classical PSIR of "
+               "the same key-frame repeat instead, said in the log and in the image meta "
+               "(cmrecon_fallback); false: an error"})
 
 
 def _refine_model(weights: str):
@@ -213,6 +217,15 @@ def psir_refine(im: RepeatImages, params: PsirRefineParams, ctx: StepContext) ->
         k = choose_repeat(im.ir, params.repeat, params.roi_fraction)
     entry = _refine_model(params.weights)
     model = entry.model
+    why = model.unsupported(im.ir.shape[-2:], im.info.acceleration)
+    if why is not None:
+        if not params.fallback:
+            raise StepError(f"psir_refine: slice {im.info.slice}: {why}")
+        ctx.log.warning("psir_refine: slice %d: %s; classical PSIR for this slice instead", im.info.slice, why)
+        p = PsirParams()   # exactly what psir_classic's psir step does
+        res = classical_psir(im.ir[k], im.pd[k], p)
+        return PsirImages(im.info, res, im.pd[k], noise_sigma=p.noise_sigma, used=(int(k),), key=int(k),
+                          fallback=f"classical PSIR: {why}")
     with torch.no_grad():
         ir2, pd2 = model.refine(torch.from_numpy(np.ascontiguousarray(im.ir[k]))[None, None],
                                 torch.from_numpy(np.ascontiguousarray(im.pd[k]))[None, None])

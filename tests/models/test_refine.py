@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import ismrmrd
 import numpy as np
 import pytest
 import torch
 
 from cmrecon.chain.definition import resolve, with_step_params
+from cmrecon.chain.runner import run_chain
+from cmrecon.errors import CmreconError
 from cmrecon.evaluate import psir_ratio_images, with_float_ratio
 from cmrecon.io.mrdfile import iter_items, read_header_xml
-from cmrecon.models.refine import PsirRefine, make_refine_sample, weighted_l1
+from cmrecon.models.refine import PsirRefine, _first_layer_from, draw_samples, make_refine_sample, weighted_l1
 from cmrecon.models.weights import load_checkpoint, save_checkpoint
 from cmrecon.recon.psir_head import psirnet_head
 
@@ -49,7 +53,7 @@ def test_one_step_of_training_lowers_the_loss_on_its_batch():
 
 
 def test_checkpoint_round_trip_and_the_chain_step_equals_the_classical_head_when_untrained(weights_folder):
-    model = PsirRefine(chans=4, pools=2)
+    model = PsirRefine(chans=4, pools=2, noise_channel=True, trained_sizes=[[48, 64]])
     path = weights_folder / "refine.pt"
     save_checkpoint(path, model, model.model_config(), {})
     loaded = load_checkpoint(path)
@@ -62,3 +66,50 @@ def test_checkpoint_round_trip_and_the_chain_step_equals_the_classical_head_when
     classic = psir_ratio_images(with_float_ratio(with_step_params(
         resolve("psir_classic"), "psir", psirnet_compatible=True, t_sigma=4.0 / model.gain)), header, items)
     np.testing.assert_allclose(refined[0], classic[0], rtol=0, atol=1e-5)
+
+
+def test_a_noise_channel_model_started_from_a_first_generation_one_gives_its_output_exactly():
+    torch.manual_seed(3)
+    s = make_refine_sample(np.random.default_rng(4), **SMALL)
+    old = PsirRefine(chans=4, pools=2)
+    for prm in old.unet.up_conv[-1][-1].parameters():   # a trained-looking last layer
+        torch.nn.init.normal_(prm, std=0.1)
+    new = PsirRefine(chans=4, pools=2, noise_channel=True)
+    new.load_state_dict(_first_layer_from(new, old.state_dict()), strict=True)
+    ir, pd = torch.from_numpy(s["ir"])[None], torch.from_numpy(s["pd"])[None]
+    with torch.no_grad():
+        a, b = old(ir, pd), new(ir, pd)
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_samples_are_the_same_whether_drawn_by_one_process_or_two():
+    one = draw_samples(11, 3, dict(SMALL, sizes=((64, 48), (48, 40))), workers=1)
+    two = draw_samples(11, 3, dict(SMALL, sizes=((64, 48), (48, 40))), workers=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a["ir"], b["ir"])
+        np.testing.assert_array_equal(a["target"], b["target"])
+
+
+@pytest.mark.parametrize("config, why", [
+    (dict(trained_sizes=[[96, 128]]), "matrix 64x48 (RO x PE) is outside"),
+    (dict(trained_sizes=[[48, 64]], max_acceleration=1), "R = 2 is above the R <= 1"),
+])
+def test_an_input_outside_the_training_range_gets_the_classical_psir_and_says_so(weights_folder, config, why):
+    model = PsirRefine(chans=4, pools=2, **config)
+    path = weights_folder / "refine.pt"
+    save_checkpoint(path, model, model.model_config(), {})
+    h5 = DATA / "sim_lge_r2_embedded.h5"
+    header, items = read_header_xml(h5), list(iter_items(h5))
+    chain = with_step_params(resolve("psir_refine"), "psir_refine", weights=str(path))
+    images = [im for im in run_chain(chain, header, iter(items)) if isinstance(im, ismrmrd.Image)]
+    classic = {im.image_series_index: im for im in run_chain(resolve("psir_classic"), header, iter(items))
+               if isinstance(im, ismrmrd.Image)}
+    psir = [im for im in images if im.image_series_index == 1]
+    assert psir
+    for im in psir:
+        meta = ismrmrd.Meta.deserialize(im.attribute_string)
+        assert why in meta["cmrecon_fallback"]
+        assert "CLASSICAL FALLBACK" in list(meta["GADGETRON_ImageComment"])
+    np.testing.assert_array_equal(psir[0].data, classic[1].data)     # exactly psir_classic's image
+    with pytest.raises(CmreconError, match=re.escape(why)):
+        list(run_chain(with_step_params(chain, "psir_refine", fallback=False), header, iter(items)))

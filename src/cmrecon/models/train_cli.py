@@ -26,11 +26,14 @@ def _run_psirnet(args: argparse.Namespace) -> int:
 def _run_refine(args: argparse.Namespace) -> int:
     from cmrecon.models.refine import train_refine
     best = train_refine(args.out, n_train=args.samples, n_val=args.val_samples, minutes=args.minutes,
-                        seed=args.seed, threads=args.threads,
+                        seed=args.seed, threads=args.threads, workers=args.workers, device=args.device,
+                        chans=args.chans, pools=args.pools, lr=args.lr, batch=args.batch, init=args.init,
+                        noise_channel=not args.no_noise_channel,
                         say=lambda line: print(line, flush=True))
-    print(f"weights: {args.out}/best.pt (+ .sha256); use in a chain: psir_refine weights={args.out}/best.pt "
+    print(f"best epoch {best['epoch']} (0 = the start); weights: {args.out}/best.pt (+ .sha256); "
+          f"use in a chain: psir_refine weights={args.out}/best.pt "
           f"(with {args.out} in CMRECON_WEIGHTS_PATH or cmrecon serve --weights-path)")
-    return 0 if best["epoch"] > 0 else 1
+    return 0
 
 
 def _run_cine(args: argparse.Namespace) -> int:
@@ -73,7 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--val-samples", type=int, default=48)
     r.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget incl. data (default 30)")
     r.add_argument("--seed", type=int, default=2026)
-    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 0 = torch's own)")
+    r.add_argument("--workers", type=int, default=1, help="processes drawing the samples (default 1)")
+    r.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda; default cpu)")
+    r.add_argument("--chans", type=int, default=16, help="first-level U-Net channels (default 16)")
+    r.add_argument("--pools", type=int, default=3, help="U-Net pooling levels (default 3)")
+    r.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    r.add_argument("--batch", type=int, default=4, help="shots per step (default 4)")
+    r.add_argument("--init", help="PsirRefine checkpoint to start from (fine-tuning; same chans/pools)")
+    r.add_argument("--no-noise-channel", action="store_true",
+                   help="train without the noise-level input channel (the first model's architecture)")
     r.set_defaults(func=_run_refine)
     c = kinds.add_parser("cine", help="CRUNet-style cine model on simulated cine slices (models/crunet.py)",
                          description="Train CineCRUNet on simulated cine slices run through the "

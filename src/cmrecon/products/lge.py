@@ -38,6 +38,8 @@ class SliceInfo:
         centre of each heartbeat (``ismrmrd.AcquisitionHeader``).
     recon_matrix : reconstructed matrix ``(x, y)`` (header order, see :mod:`cmrecon.axes`).
     fov_mm : reconstructed field of view ``(x, y, z)``, mm.
+    acceleration : phase-encode acceleration R of the imaging rows (the header's, else
+        estimated from the rows; what learned steps check against their training range).
     """
 
     slice: int
@@ -45,6 +47,7 @@ class SliceInfo:
     refs: tuple[tuple[Any, Any], ...]
     recon_matrix: tuple[int, int]
     fov_mm: tuple[float, float, float]
+    acceleration: int = 1
 
 
 @dataclass(frozen=True)

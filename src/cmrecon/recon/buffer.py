@@ -281,7 +281,7 @@ class IrPdBuffer:
             own = np.stack([np.stack([np.stack([sl.calib[(s, rep)][int(r)] for r in rows_pd], axis=1)
                                       for rep in reps]) for s in (IR_SET, PD_SET)]).astype(np.complex64)
         info = SliceInfo(slice=index, repeats=reps, refs=refs, recon_matrix=self.recon_matrix,
-                         fov_mm=self.fov_mm)
+                         fov_mm=self.fov_mm, acceleration=int(R))
         calibration = Calibration(pd=acs_pd, ir=acs_ir, rows=rows_pd, per_repeat=own,
                                   mode=self.calibration_mode)
         return IrPdKspace(info=info, ir=ir, pd=pd, mask_pe=mask, acceleration=int(R),
