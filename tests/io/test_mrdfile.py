@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import h5py
 import ismrmrd
@@ -50,6 +53,29 @@ def test_check_dataset_counts_what_iter_items_yields(case):
     path, c = case
     assert check_dataset(path) == (len(c.items), 0)
     assert len(list(iter_items(path))) == len(c.items)
+
+
+def test_one_file_read_from_eight_threads_at_once_gives_every_thread_every_item(case):
+    """h5py 3.16 / HDF5 2.0: closing one handle of a file while another thread read the same file
+    through its own handle crashed the process (a segfault, so the readers run in a child).
+    """
+    code = textwrap.dedent(f"""
+        import threading
+        from cmrecon.io.mrdfile import check_dataset, iter_items
+        counts = []
+        def read():
+            for _ in range(10):
+                counts.append((check_dataset({str(case[0])!r}), sum(1 for _ in iter_items({str(case[0])!r}))))
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(len(counts), set(counts))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.split(maxsplit=1) == ["80", f"{{(({len(case[1].items)}, 0), {len(case[1].items)})}}\n"]
 
 
 def test_a_row_whose_header_disagrees_with_its_data_is_named_before_it_is_decoded(raw):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime
 import io
+import threading
 import xml.etree.ElementTree as ET
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Union
 
@@ -61,6 +63,22 @@ def _open_group(path: str | Path, group: str) -> tuple[h5py.File, h5py.Group]:
         raise
 
 
+#: Every read of a raw file opens it, reads, and closes it under this lock; no handle outlives one
+#: chunk of rows. With h5py 3.16 / HDF5 2.0, closing one handle of a file while another thread read
+#: the same file through its own handle crashed the process (a segfault: 16 clients replaying one
+#: file from one process, tests/io/test_mrdfile.py).
+_H5_LOCK = threading.Lock()
+
+
+@contextmanager
+def _locked_group(path: str | Path, group: str) -> Iterator[h5py.Group]:
+    """``/<group>`` of ``path``, open (under :data:`_H5_LOCK`) for the block only."""
+    with _H5_LOCK:
+        f, g = _open_group(path, group)
+        with f:
+            yield g
+
+
 def _member(path: str | Path, g: h5py.Group, name: str) -> h5py.Dataset | None:
     """``g[name]`` (None when absent); MrdFileError naming it when it is there but cannot be opened."""
     try:
@@ -71,8 +89,7 @@ def _member(path: str | Path, g: h5py.Group, name: str) -> h5py.Dataset | None:
 
 def read_header_xml(path: str | Path, group: str = "dataset") -> bytes:
     """Return the ISMRMRD XML header of a raw dataset, as stored (bytes, not re-serialised)."""
-    f, g = _open_group(path, group)
-    with f:
+    with _locked_group(path, group) as g:
         ds = _member(path, g, "xml")
         if ds is None:
             raise MrdFileError(f"{path}:/{group} has no 'xml' header")
@@ -126,47 +143,51 @@ def _wav_from_row(row: np.void) -> ismrmrd.Waveform:
     return wav
 
 
-def _checked_rows(path: str | Path, ds: h5py.Dataset, kind: str) -> Iterator[tuple[int, np.void]]:
-    """``(row number, row)`` of one table, read in chunks; each row checked by :func:`_row_problem`."""
-    try:
-        dtype = ds.dtype
-    except _H5_DAMAGE as exc:
-        raise MrdFileError(f"{path}:{ds.name} has an unreadable row type: {_why(exc)}") from exc
+def _checked_rows(path: str | Path, group: str, name: str, kind: str) -> Iterator[tuple[int, np.void]]:
+    """``(row number, row)`` of table ``/<group>/<name>``, read in chunks; each row checked by
+    :func:`_row_problem`. The file is open only while a chunk is read (:data:`_H5_LOCK`).
+    """
+    where = f"{path}:/{group}/{name}"
+    with _locked_group(path, group) as g:
+        ds = _member(path, g, name)
+        try:
+            dtype, rows = ds.dtype, ds.shape[0]
+        except _H5_DAMAGE as exc:
+            raise MrdFileError(f"{where} has an unreadable row type: {_why(exc)}") from exc
     names = dtype.names or ()
     head_size = (acquisition_header_dtype if kind == "acquisition" else waveform_header_dtype).itemsize
-    if any(name not in names for name in _ROW_FIELDS[kind]) or dtype["head"].itemsize != head_size:
-        raise MrdFileError(f"{path}:{ds.name} is not an ISMRMRD {kind} table "
-                           f"(fields: {', '.join(names) or 'none'})")
-    for start in range(0, ds.shape[0], _CHUNK_ROWS):
-        try:
-            chunk = ds[start:start + _CHUNK_ROWS]
-        except _H5_DAMAGE as exc:
-            raise MrdFileError(f"{path}:{ds.name} rows {start}-{min(start + _CHUNK_ROWS, ds.shape[0]) - 1} "
-                               f"cannot be read: {_why(exc)}") from exc
+    if any(field not in names for field in _ROW_FIELDS[kind]) or dtype["head"].itemsize != head_size:
+        raise MrdFileError(f"{where} is not an ISMRMRD {kind} table (fields: {', '.join(names) or 'none'})")
+    for start in range(0, rows, _CHUNK_ROWS):
+        with _locked_group(path, group) as g:
+            try:
+                chunk = g[name][start:start + _CHUNK_ROWS]
+            except _H5_DAMAGE as exc:
+                raise MrdFileError(f"{where} rows {start}-{min(start + _CHUNK_ROWS, rows) - 1} "
+                                   f"cannot be read: {_why(exc)}") from exc
         for i, row in enumerate(chunk, start):
             problem = _row_problem(kind, row)
             if problem:
-                raise MrdFileError(f"{path}:{ds.name} row {i} is a corrupt {kind}: {problem}")
+                raise MrdFileError(f"{where} row {i} is a corrupt {kind}: {problem}")
             yield i, row
 
 
 def _stored_rows(path: str | Path, group: str) -> Iterator[tuple[str, int, np.void]]:
     """``(kind, row number, row)`` in acquisition order (waveforms placed by their time stamps)."""
-    f, g = _open_group(path, group)
-    with f:
-        data, waveforms = _member(path, g, "data"), _member(path, g, "waveforms")
-        acqs = _checked_rows(path, data, "acquisition") if data is not None else iter(())
-        wavs = _checked_rows(path, waveforms, "waveform") if waveforms is not None else iter(())
-        pending_wav = next(wavs, None)
-        for i, row in acqs:
-            stamp = int(row["head"]["acquisition_time_stamp"])
-            while pending_wav is not None and int(pending_wav[1]["head"]["time_stamp"]) < stamp:
-                yield "waveform", *pending_wav
-                pending_wav = next(wavs, None)
-            yield "acquisition", i, row
-        while pending_wav is not None:
+    with _locked_group(path, group) as g:
+        tables = {name: _member(path, g, name) is not None for name in ("data", "waveforms")}
+    acqs = _checked_rows(path, group, "data", "acquisition") if tables["data"] else iter(())
+    wavs = _checked_rows(path, group, "waveforms", "waveform") if tables["waveforms"] else iter(())
+    pending_wav = next(wavs, None)
+    for i, row in acqs:
+        stamp = int(row["head"]["acquisition_time_stamp"])
+        while pending_wav is not None and int(pending_wav[1]["head"]["time_stamp"]) < stamp:
             yield "waveform", *pending_wav
             pending_wav = next(wavs, None)
+        yield "acquisition", i, row
+    while pending_wav is not None:
+        yield "waveform", *pending_wav
+        pending_wav = next(wavs, None)
 
 
 def iter_items(path: str | Path, group: str = "dataset") -> Iterator[RawItem]:
