@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -38,6 +39,7 @@ class ReplayResult:
     texts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     sent: int = 0
+    connect_s: float = 0.0   # seconds the TCP connect took (0 in-process)
 
 
 def _checked_input(path: str | Path, group: str) -> tuple[bytes, int, int]:
@@ -85,10 +87,12 @@ def replay_remote(path: str | Path, host: str = "127.0.0.1", port: int = 9002, *
     header, n_acq, n_wav = _checked_input(path, group)
     progress = Progress(f"replay {Path(path).name}", n_acq + n_wav, enabled=show_progress)
     result = ReplayResult()
+    t0 = time.perf_counter()
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
         raise ReplayError(f"cannot connect to {host}:{port}: {exc}") from exc
+    result.connect_s = time.perf_counter() - t0
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     send_error: list[BaseException] = []
     answered = threading.Event()   # the server ended the session (CLOSE, ERR): stop sending
