@@ -14,6 +14,7 @@ import logging
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -55,6 +56,10 @@ def main() -> int:
     for k in kinds:
         print(f"| {k} | {' | '.join(str(counts.get((k, r), 0)) for r in results)} |")
     internal = sum("internal" in o.detail for o in outcomes)
+    nonfinite = Counter(o.kind for o in outcomes if o.nonfinite)
+    print("\nsessions whose images hold NaN or infinite pixels: "
+          + (", ".join(f"{k} {n}" for k, n in sorted(nonfinite.items())) or "none")
+          + (f" ({sum(o.nonfinite for o in outcomes)} images)" if nonfinite else ""))
     print(f"\n{len(outcomes)} sessions in {time.perf_counter() - t0:.0f} s; internal errors {internal}; "
           f"peak RSS {rss0:.0f} → {rss1:.0f} MiB; server healthy afterwards: {healthy}")
     return 0 if healthy and not internal and not counts.get(("valid", "hang")) else 1

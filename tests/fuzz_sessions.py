@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import ismrmrd
 import numpy as np
 
 from cmrecon.io import protocol as P
@@ -71,6 +72,7 @@ class Outcome:
     kind: str
     result: str   # images | err | closed | hang
     detail: str = ""
+    nonfinite: int = 0   # images that came back holding NaN or infinite pixels
 
 
 def play(port: int, payload: bytes, kind: str, deadline_s: float = 10.0) -> Outcome:
@@ -83,7 +85,7 @@ def play(port: int, payload: bytes, kind: str, deadline_s: float = 10.0) -> Outc
             pass   # the server may refuse and close while we still send
         f = s.makefile("rb")
         reader = P.MessageReader(f)
-        images, errors, t0 = 0, [], time.monotonic()
+        images, nonfinite, errors, t0 = 0, 0, [], time.monotonic()
         try:
             while time.monotonic() - t0 < deadline_s:
                 msg = reader.read()
@@ -93,6 +95,7 @@ def play(port: int, payload: bytes, kind: str, deadline_s: float = 10.0) -> Outc
                     errors.append(msg.text)
                 elif not isinstance(msg, P.Text):
                     images += 1
+                    nonfinite += isinstance(msg, ismrmrd.Image) and not np.isfinite(msg.data).all()
             else:
                 return Outcome(kind, "hang")
         except socket.timeout:
@@ -102,8 +105,8 @@ def play(port: int, payload: bytes, kind: str, deadline_s: float = 10.0) -> Outc
         finally:
             f.close()
     if errors:
-        return Outcome(kind, "err", errors[0])
-    return Outcome(kind, "images" if images else "closed")
+        return Outcome(kind, "err", errors[0], nonfinite)
+    return Outcome(kind, "images" if images else "closed", nonfinite=nonfinite)
 
 
 def fuzz(port: int, sessions: int, seed: int = 0) -> list[Outcome]:
