@@ -42,7 +42,7 @@ def test_every_message_type_round_trips_bit_exactly():
     assert [type(m) for m in out] == [type(m) for m in msgs]
     for sent, got in zip(msgs, out):
         if isinstance(sent, (ismrmrd.Acquisition, ismrmrd.Image, ismrmrd.Waveform)):
-            assert bytes(got.getHead()) == bytes(sent.getHead())
+            assert bytes(got.getHead()) == bytes(_as_ismrmrd_writes_it(sent).getHead())
             np.testing.assert_array_equal(got.data, sent.data)
         else:
             assert got == sent
@@ -50,6 +50,35 @@ def test_every_message_type_round_trips_bit_exactly():
     assert out[4].attribute_string == img.attribute_string
     # byte layout facts (docs/protocol.md): CONFIG_FILE is id + 1024 bytes; QUERY has two u64 then u64 length
     assert raw[:2] == struct.pack("<H", 1) and raw[2:13] == b"fft_rss.xml" and len(raw[2:1026]) == 1024
+
+
+def _as_ismrmrd_writes_it(item):
+    """``item`` after the ``ismrmrd`` package's own serializer (it fills an image's attribute length)."""
+    buf = io.BytesIO()
+    item.serialize_into(buf.write)
+    return type(item).from_bytes(buf.getvalue())
+
+
+def test_mrd_items_encode_to_the_bytes_ismrmrd_writes_and_the_sender_is_not_changed():
+    rng = np.random.default_rng(2)
+    acq = ismrmrd.Acquisition.from_array((rng.normal(size=(4, 16)) + 1j * rng.normal(size=(4, 16))).astype(np.complex64),
+                                         rng.normal(size=(16, 3)).astype(np.float32))
+    acq.idx.kspace_encode_step_1, acq.scan_counter = 7, 99
+    img = ismrmrd.Image.from_array((rng.normal(size=(2, 3, 5, 6)) + 1j).astype(np.complex64))
+    img.attribute_string = "<ismrmrdMeta><meta><name>WindowCenter</name><value>4096</value></meta></ismrmrdMeta>"
+    transposed = ismrmrd.Image(data=np.asfortranarray(rng.normal(size=(1, 1, 6, 5)).astype(np.float32)))
+    wav = ismrmrd.Waveform.from_array(np.arange(12, dtype=np.uint32).reshape(3, 4))
+    for item, mid in ((acq, 1008), (img, 1022), (transposed, 1022), (wav, 1026)):
+        head_before = bytes(item.getHead())
+        ours = P.encode(item)
+        assert bytes(item.getHead()) == head_before   # encoding changes nothing of the item
+        buf = io.BytesIO()
+        item.serialize_into(buf.write)
+        assert ours == struct.pack("<H", mid) + buf.getvalue()
+        if not isinstance(item, ismrmrd.Image):
+            continue
+        got = P.MessageReader(io.BytesIO(ours)).read()
+        assert got.data.flags.c_contiguous and got.data.tobytes() == np.ascontiguousarray(item.data).tobytes()
 
 
 def test_header_trailing_nul_is_stripped():
@@ -93,3 +122,40 @@ def test_absurd_image_size_is_refused():
 
 def test_clean_eof_between_messages_is_none():
     assert P.MessageReader(io.BytesIO(b"")).read() is None
+
+
+class _ReadOnly:
+    """A stream with ``read`` and no ``readinto`` that hands out at most 5 bytes per call."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._buf = io.BytesIO(raw)
+
+    def read(self, n: int) -> bytes:
+        return self._buf.read(min(n, 5))
+
+
+class _Short(io.RawIOBase):
+    """A raw stream whose ``readinto`` fills at most 5 bytes per call (a socket's short reads)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._buf = io.BytesIO(raw)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        return self._buf.readinto(memoryview(b)[:5])
+
+
+def test_payloads_decode_the_same_from_short_reads_and_without_readinto():
+    acq = ismrmrd.Acquisition.from_array(np.arange(24, dtype=np.float32).view(np.complex64).reshape(3, 4))
+    acq.scan_counter = 5
+    img = ismrmrd.Image.from_array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    raw = P.encode(acq) + P.encode(img)
+    for stream in (io.BytesIO(raw), _ReadOnly(raw), _Short(raw), io.BufferedReader(_Short(raw), 7)):
+        r = P.MessageReader(stream)
+        got_acq, got_img = r.read(), r.read()
+        assert P.encode(got_acq) == P.encode(acq) and P.encode(got_img) == P.encode(img)
+        assert r.read() is None
+    with pytest.raises(ProtocolError, match=r"truncated while reading ACQUISITION scan_counter=5 data: got 20 of 96"):
+        P.MessageReader(io.BytesIO(P.encode(acq)[:-76])).read()

@@ -127,14 +127,21 @@ class Limits:
 class MessageReader:
     """Decode protocol messages from a binary stream, one at a time.
 
+    Bulk payloads (trajectory, samples, image pixels) are read with ``readinto`` straight into
+    the arrays the decoded items keep: one copy from the stream's buffer (or the socket) per
+    readout, where the ``ismrmrd`` package's own deserializer makes three (``bytes``, zeroed
+    array, copy).
+
     Parameters
     ----------
-    stream : binary file object with ``read(n)`` (``socket.makefile('rb')`` or a file).
+    stream : binary file object with ``read(n)`` and preferably ``readinto(b)``
+        (``socket.makefile('rb')``, :class:`cmrecon.server.tcp.SocketStream`, a file).
     limits : bounds on lengths; a message over them raises :class:`ProtocolError`.
     """
 
     def __init__(self, stream: BinaryIO, limits: Limits | None = None) -> None:
         self._stream = stream
+        self._readinto = getattr(stream, "readinto", None)
         self.limits = limits or Limits()
 
     def _read_exact(self, n: int, what: str) -> bytes:
@@ -153,6 +160,23 @@ class MessageReader:
             chunks.append(chunk)
             remaining -= len(chunk)
         return b"".join(chunks)
+
+    def _fill(self, array: np.ndarray, what: str) -> np.ndarray:
+        """Read ``array.nbytes`` bytes from the stream into ``array`` (C-contiguous); return it."""
+        n = array.nbytes
+        if n == 0:
+            return array
+        if self._readinto is None:   # a stream with read() only
+            array.reshape(-1).view(np.uint8)[:] = np.frombuffer(self._read_exact(n, what), np.uint8)
+            return array
+        view = memoryview(array.reshape(-1).view(np.uint8))
+        got = 0
+        while got < n:
+            k = self._readinto(view[got:] if got else view)
+            if not k:
+                raise ProtocolError(f"stream truncated while reading {what}: got {got} of {n} bytes")
+            got += k
+        return array
 
     def _length(self, fmt: str, what: str) -> int:
         size = struct.calcsize(fmt)
@@ -180,60 +204,62 @@ class MessageReader:
             Unknown id, truncated payload, or a length over :attr:`limits`.
         """
         first = self._stream.read(2)
-        if not first:
-            return None
-        if len(first) == 1:
+        if len(first) != 2:
+            if not first:
+                return None
             first += self._read_exact(1, "message id")
-        (mid,) = struct.unpack("<H", first)
-        if mid == MessageId.CONFIG_FILE:
-            raw = self._read_exact(CONFIG_FILE_BYTES, "CONFIG_FILE name")
-            return ConfigFile(raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace"))
-        if mid == MessageId.CONFIG_TEXT:
-            return ConfigText(self._string("<I", "CONFIG_TEXT"))
-        if mid == MessageId.HEADER:
-            raw = self._read_exact(self._length("<I", "HEADER"), "HEADER")
-            return Header(raw.rstrip(b"\x00"))
-        if mid == MessageId.CLOSE:
-            return Close()
-        if mid == MessageId.TEXT:
-            return Text(self._string("<I", "TEXT"))
-        if mid == MessageId.QUERY:
-            reserved, corr = struct.unpack("<QQ", self._read_exact(16, "QUERY fields"))
-            return Query(reserved, corr, self._string("<Q", "QUERY"))
-        if mid == MessageId.RESPONSE:
-            (corr,) = struct.unpack("<Q", self._read_exact(8, "RESPONSE correlation id"))
-            return Response(corr, self._string("<Q", "RESPONSE"))
-        if mid == MessageId.ERROR:
-            return Error(self._string("<Q", "ERROR"))
-        if mid == MessageId.ACQUISITION:
-            return self._acquisition()
-        if mid == MessageId.IMAGE:
-            return self._image()
-        if mid == MessageId.WAVEFORM:
-            return self._waveform()
-        raise ProtocolError(f"unknown message id {mid}; this server understands "
-                            f"{', '.join(f'{m.value} ({m.name})' for m in MessageId)}")
+        mid = first[0] | first[1] << 8
+        decode = _DECODERS.get(mid)
+        if decode is None:
+            raise ProtocolError(f"unknown message id {mid}; this server understands "
+                                f"{', '.join(f'{m.value} ({m.name})' for m in MessageId)}")
+        return decode(self)
+
+    def _config_text(self) -> ConfigText:
+        return ConfigText(self._string("<I", "CONFIG_TEXT"))
+
+    def _close(self) -> Close:
+        return Close()
+
+    def _text(self) -> Text:
+        return Text(self._string("<I", "TEXT"))
+
+    def _error(self) -> Error:
+        return Error(self._string("<Q", "ERROR"))
+
+    def _config_file(self) -> ConfigFile:
+        raw = self._read_exact(CONFIG_FILE_BYTES, "CONFIG_FILE name")
+        return ConfigFile(raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace"))
+
+    def _header(self) -> Header:
+        raw = self._read_exact(self._length("<I", "HEADER"), "HEADER")
+        return Header(raw.rstrip(b"\x00"))
+
+    def _query(self) -> Query:
+        reserved, corr = struct.unpack("<QQ", self._read_exact(16, "QUERY fields"))
+        return Query(reserved, corr, self._string("<Q", "QUERY"))
+
+    def _response(self) -> Response:
+        (corr,) = struct.unpack("<Q", self._read_exact(8, "RESPONSE correlation id"))
+        return Response(corr, self._string("<Q", "RESPONSE"))
 
     def _acquisition(self) -> ismrmrd.Acquisition:
-        head = self._read_exact(ACQ_HEADER_BYTES, "ACQUISITION header")
-        h = ismrmrd.AcquisitionHeader.from_buffer_copy(head)
+        h = ismrmrd.AcquisitionHeader.from_buffer_copy(self._read_exact(ACQ_HEADER_BYTES, "ACQUISITION header"))
         lim = self.limits
-        if h.number_of_samples > lim.max_samples:
-            raise ProtocolError(f"ACQUISITION number_of_samples {h.number_of_samples} exceeds "
+        samples, channels, dims = h.number_of_samples, h.active_channels, h.trajectory_dimensions
+        if samples > lim.max_samples:
+            raise ProtocolError(f"ACQUISITION number_of_samples {samples} exceeds "
                                 f"the limit of {lim.max_samples}")
-        if h.active_channels > lim.max_channels:
-            raise ProtocolError(f"ACQUISITION active_channels {h.active_channels} exceeds the "
+        if channels > lim.max_channels:
+            raise ProtocolError(f"ACQUISITION active_channels {channels} exceeds the "
                                 f"limit of {lim.max_channels}")
-        if h.trajectory_dimensions > lim.max_trajectory_dims:
-            raise ProtocolError(f"ACQUISITION trajectory_dimensions {h.trajectory_dimensions} "
+        if dims > lim.max_trajectory_dims:
+            raise ProtocolError(f"ACQUISITION trajectory_dimensions {dims} "
                                 f"exceeds the limit of {lim.max_trajectory_dims}")
         what = f"ACQUISITION scan_counter={h.scan_counter} data"
-        pending = [head]
-
-        def read(k: int) -> bytes:  # the header we already hold, then straight from the stream
-            return pending.pop() if pending else self._read_exact(k, what)
-
-        return ismrmrd.Acquisition.deserialize_from(read)
+        traj = self._fill(np.empty((samples, dims), np.float32), what)
+        data = self._fill(np.empty((channels, samples), np.complex64), what)
+        return ismrmrd.Acquisition(h, data, traj)   # the header and arrays as they are, no copy
 
     def _image(self) -> ismrmrd.Image:
         head = self._read_exact(IMAGE_HEADER_BYTES, "IMAGE header")
@@ -242,15 +268,15 @@ class MessageReader:
             dtype = np.dtype(get_dtype_from_data_type(h.data_type))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"IMAGE data_type {h.data_type} is not an ISMRMRD data type") from exc
-        elements = int(np.prod([int(m) for m in h.matrix_size], dtype=np.int64)) * int(h.channels)
+        x, y, z = (int(m) for m in h.matrix_size)
+        elements = x * y * z * int(h.channels)
         if elements > self.limits.max_image_elements:
             raise ProtocolError(f"IMAGE matrix_size {tuple(h.matrix_size)} x channels {h.channels} "
                                 f"exceeds the limit of {self.limits.max_image_elements} elements")
-        n_attr = self._length("<Q", "IMAGE attribute string")
-        attr = self._read_exact(n_attr, "IMAGE attribute string")
-        data = self._read_exact(elements * dtype.itemsize, "IMAGE data")
-        rest = io.BytesIO(struct.pack("<Q", n_attr) + attr + data)
-        return ismrmrd.Image.deserialize_from_with_header(head, rest.read)
+        attr = self._read_exact(self._length("<Q", "IMAGE attribute string"), "IMAGE attribute string")
+        data = self._fill(np.empty((int(h.channels), z, y, x), dtype), "IMAGE data")
+        # as ismrmrd's Image.deserialize_from_with_header decodes the attribute string (strict UTF-8)
+        return ismrmrd.Image(head, attr.rstrip(b"\x00").decode("utf-8"), data=data)
 
     def _waveform(self) -> ismrmrd.Waveform:
         head = self._read_exact(WAVEFORM_HEADER_BYTES, "WAVEFORM header")
@@ -264,62 +290,93 @@ class MessageReader:
         return ismrmrd.Waveform.deserialize_from(io.BytesIO(head + data).read)
 
 
+#: message id → the reader's method that decodes its payload (class level: no reference cycle)
+_DECODERS = {MessageId.ACQUISITION.value: MessageReader._acquisition, MessageId.IMAGE.value: MessageReader._image,
+             MessageId.WAVEFORM.value: MessageReader._waveform, MessageId.CONFIG_FILE.value: MessageReader._config_file,
+             MessageId.CONFIG_TEXT.value: MessageReader._config_text, MessageId.HEADER.value: MessageReader._header,
+             MessageId.CLOSE.value: MessageReader._close, MessageId.TEXT.value: MessageReader._text,
+             MessageId.QUERY.value: MessageReader._query, MessageId.RESPONSE.value: MessageReader._response,
+             MessageId.ERROR.value: MessageReader._error}
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """The bytes of ``array`` in C order, without a copy when it is already contiguous."""
+    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+_ATTRIBUTE_LEN_AT = ismrmrd.ImageHeader.attribute_string_len.offset
+
+
+def encode_parts(msg: Message) -> list[bytes | memoryview]:
+    """One message as the buffers that follow each other on the wire.
+
+    Small fields are packed into one ``bytes``; the samples of acquisitions and the pixels of
+    images are views of the items' own arrays (no copy), so a writer can hand the list to
+    ``sendmsg`` (:class:`cmrecon.server.tcp.SocketStream`) or write it piece by piece.
+    """
+    if isinstance(msg, ismrmrd.Acquisition):
+        return [_ID[MessageId.ACQUISITION] + bytes(msg._head), _bytes_of(msg.traj), _bytes_of(msg.data)]
+    if isinstance(msg, ismrmrd.Image):
+        attr = msg.attribute_string.encode("utf-8")
+        head = bytearray(msg._head)   # the header as ismrmrd writes it: attribute length filled in
+        struct.pack_into("<I", head, _ATTRIBUTE_LEN_AT, len(attr) & 0xFFFFFFFF)
+        return [b"".join((_ID[MessageId.IMAGE], head, struct.pack("<Q", len(attr)), attr)), _bytes_of(msg.data)]
+    if isinstance(msg, ismrmrd.Waveform):
+        buf = io.BytesIO()
+        buf.write(_ID[MessageId.WAVEFORM])
+        msg.serialize_into(buf.write)
+        return [buf.getvalue()]
+    if isinstance(msg, ConfigFile):
+        raw = msg.name.encode("utf-8")
+        if len(raw) >= CONFIG_FILE_BYTES:
+            raise ProtocolError(f"CONFIG_FILE name is {len(raw)} bytes; at most "
+                                f"{CONFIG_FILE_BYTES - 1} fit")
+        return [_ID[MessageId.CONFIG_FILE] + raw.ljust(CONFIG_FILE_BYTES, b"\x00")]
+    if isinstance(msg, ConfigText):
+        return [_ID[MessageId.CONFIG_TEXT] + _string("<I", msg.text)]
+    if isinstance(msg, Header):
+        return [_ID[MessageId.HEADER] + _string("<I", msg.xml)]
+    if isinstance(msg, Close):
+        return [_ID[MessageId.CLOSE]]
+    if isinstance(msg, Text):
+        return [_ID[MessageId.TEXT] + _string("<I", msg.text)]
+    if isinstance(msg, Query):
+        return [_ID[MessageId.QUERY] + struct.pack("<QQ", msg.reserved, msg.correlation_id)
+                + _string("<Q", msg.text)]
+    if isinstance(msg, Response):
+        return [_ID[MessageId.RESPONSE] + struct.pack("<Q", msg.correlation_id) + _string("<Q", msg.text)]
+    if isinstance(msg, Error):
+        return [_ID[MessageId.ERROR] + _string("<Q", msg.text)]
+    raise TypeError(f"cannot encode {type(msg).__name__} as a stream message")
+
+
+_ID = {m: struct.pack("<H", m.value) for m in MessageId}
+
+
+def _string(fmt: str, text: str | bytes) -> bytes:
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return struct.pack(fmt, len(raw)) + raw
+
+
 class MessageWriter:
-    """Encode protocol messages onto a binary stream (flush with :meth:`flush`)."""
+    """Encode protocol messages onto a binary stream (flush with :meth:`flush`).
+
+    A stream with ``writev(buffers)`` (:class:`cmrecon.server.tcp.SocketStream`) gets each
+    message as one gathered write; any other gets the buffers one ``write`` at a time.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-
-    def _id(self, mid: MessageId) -> None:
-        self._stream.write(struct.pack("<H", int(mid)))
-
-    def _string(self, fmt: str, text: str | bytes) -> None:
-        raw = text.encode("utf-8") if isinstance(text, str) else text
-        self._stream.write(struct.pack(fmt, len(raw)))
-        self._stream.write(raw)
+        self._writev = getattr(stream, "writev", None)
 
     def write(self, msg: Message) -> None:
         """Write one message (any of the types :meth:`MessageReader.read` returns)."""
-        if isinstance(msg, ismrmrd.Acquisition):
-            self._id(MessageId.ACQUISITION)
-            msg.serialize_into(self._stream.write)
-        elif isinstance(msg, ismrmrd.Image):
-            self._id(MessageId.IMAGE)
-            msg.serialize_into(self._stream.write)
-        elif isinstance(msg, ismrmrd.Waveform):
-            self._id(MessageId.WAVEFORM)
-            msg.serialize_into(self._stream.write)
-        elif isinstance(msg, ConfigFile):
-            raw = msg.name.encode("utf-8")
-            if len(raw) >= CONFIG_FILE_BYTES:
-                raise ProtocolError(f"CONFIG_FILE name is {len(raw)} bytes; at most "
-                                    f"{CONFIG_FILE_BYTES - 1} fit")
-            self._id(MessageId.CONFIG_FILE)
-            self._stream.write(raw.ljust(CONFIG_FILE_BYTES, b"\x00"))
-        elif isinstance(msg, ConfigText):
-            self._id(MessageId.CONFIG_TEXT)
-            self._string("<I", msg.text)
-        elif isinstance(msg, Header):
-            self._id(MessageId.HEADER)
-            self._string("<I", msg.xml)
-        elif isinstance(msg, Close):
-            self._id(MessageId.CLOSE)
-        elif isinstance(msg, Text):
-            self._id(MessageId.TEXT)
-            self._string("<I", msg.text)
-        elif isinstance(msg, Query):
-            self._id(MessageId.QUERY)
-            self._stream.write(struct.pack("<QQ", msg.reserved, msg.correlation_id))
-            self._string("<Q", msg.text)
-        elif isinstance(msg, Response):
-            self._id(MessageId.RESPONSE)
-            self._stream.write(struct.pack("<Q", msg.correlation_id))
-            self._string("<Q", msg.text)
-        elif isinstance(msg, Error):
-            self._id(MessageId.ERROR)
-            self._string("<Q", msg.text)
+        parts = encode_parts(msg)
+        if self._writev is not None:
+            self._writev(parts)
         else:
-            raise TypeError(f"cannot encode {type(msg).__name__} as a stream message")
+            for part in parts:
+                self._stream.write(part)
 
     def flush(self) -> None:
         self._stream.flush()
@@ -327,6 +384,4 @@ class MessageWriter:
 
 def encode(msg: Message) -> bytes:
     """The bytes of one message on the wire (:meth:`MessageWriter.write` into memory)."""
-    buf = io.BytesIO()
-    MessageWriter(buf).write(msg)
-    return buf.getvalue()
+    return b"".join(encode_parts(msg))
