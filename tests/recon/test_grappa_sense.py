@@ -140,6 +140,22 @@ def test_grappa_fill_is_the_definition_to_float32_rounding(case, name):
     np.testing.assert_allclose(filled, ref, rtol=0, atol=TOL_GRAPPA_F32 * np.abs(ref).max())
 
 
+def test_grappa_fill_of_a_batch_is_each_image_filled_alone(case):
+    """Leading axes are a batch: (2 sets, 3 repeats, coils, ky, kx) filled at once = one by one."""
+    ksp, _, _, _ = case
+    m = _mask(3, 1, acs=ACS)
+    rng = np.random.default_rng(8)
+    stack = np.stack([np.stack([add_noise(ksp * (s + 1) * (r + 1), rng) * m[None, :, None]
+                                for r in range(3)]) for s in range(2)])
+    w = grappa_weights(ksp[:, ACS], 3)
+    filled = grappa_fill(stack, m, None, 3, weights=w)
+    assert filled.shape == stack.shape and filled.dtype == np.complex64
+    for s in range(2):
+        for r in range(3):
+            ref = _grappa_by_definition(stack[s, r], m, w)
+            np.testing.assert_allclose(filled[s, r], ref, rtol=0, atol=TOL_GRAPPA_F32 * np.abs(ref).max())
+
+
 def test_grappa_rejects_bad_input(case):
     ksp, _, _, _ = case
     with pytest.raises(ValueError, match="R must"):

@@ -46,16 +46,20 @@ def _one_at_a_time(k, mask, R, weights, maps, pf_method):
     return coil_combine(partial_fourier(filled, rows, pf_method), maps)
 
 
+IMAGE_BYTES = 8 * SHAPE[0] * SHAPE[1] * 8  # one repeat's coil k-space, complex64
+
+
 @pytest.mark.parametrize("R,partial,pf_method", [(1, 0, "zerofill"), (2, 0, "zerofill"),
                                                  (3, 0, "zerofill"), (2, 10, "zerofill"),
                                                  (2, 10, "homodyne")])
-def test_grappa_unfold_of_all_repeats_is_the_per_image_recon(repeats, R, partial, pf_method):
+@pytest.mark.parametrize("batch_images", [1, 2, 6], ids=["1 per batch", "2 per batch (IR2+PD0)", "all 6"])
+def test_grappa_unfold_of_all_repeats_is_the_per_image_recon(repeats, R, partial, pf_method, batch_images):
     ir, pd, maps = repeats
     mask = _mask(R, partial)
     ir_u, pd_u = ir * mask[None, None, :, None], pd * mask[None, None, :, None]
     acs = pd[:, :, ACS].mean(axis=0).astype(np.complex64)
     out_ir, out_pd = unfold(ir_u, pd_u, maps, mask, R, acs if R > 1 else None,
-                            partial_fourier_method=pf_method)
+                            partial_fourier_method=pf_method, batch_bytes=batch_images * IMAGE_BYTES)
     weights = grappa_weights(acs, R) if R > 1 else None
     for out, data in ((out_ir, ir_u), (out_pd, pd_u)):
         assert out.shape == (REPEATS,) + SHAPE and out.dtype == np.complex64
