@@ -4,9 +4,10 @@
    latency at batch 1 and throughput at batch ``--batch`` through
    :func:`cmrecon.models.serving.infer_slices` (the step's own code path: numpy in, numpy
    out), on simulated slices of ``--matrix`` × ``--coils``.
-2. With CUDA: the full published configuration (845,426,378 parameters, random weights) at
-   256×192 × 30 coils, fp32 and bf16 autocast, batch 1 and batched; without CUDA a note says
-   it was skipped.
+2. With CUDA: the full published configuration (845,426,378 parameters, random weights), the
+   shipped ``--weights`` and ``psir_refine_cpu`` (and ``--refine-weights``) at 256×192 × 30
+   coils, fp32 and bf16 autocast, batch 1 and ``--gpu-batch``, with peak GPU memory; without
+   CUDA a note says it was skipped.
 3. End to end through ``cmrecon serve`` (in this process, loopback TCP): one simulated case
    (``--e2e-slices`` slices, 8 repeats) replayed through ``psirnet_lge`` and ``psir_moco``;
    seconds per slice (the first psirnet_lge replay, which loads the model, is reported apart).
@@ -79,43 +80,70 @@ def bench_shipped(args) -> list[str]:
     return rows
 
 
-def bench_published(args) -> list[str]:
-    if not torch.cuda.is_available():
-        print("note: no CUDA device — the published-size benchmark (845 M parameters, "
-              "256x192 x 30 coils) was skipped", file=sys.stderr)
-        return ["(published configuration skipped: no CUDA device)"]
+def _gpu_models(args):
+    """``(label, model, kind)`` for the GPU table: the published configuration (random weights),
+    the shipped PSIRNet-style weights and the shipped (or ``--refine-weights``) PsirRefine.
+    """
     from cmrecon.models.psirnet import PSIRNet, count_parameters
-    dev = torch.device("cuda")
+    from cmrecon.models.shipped import load_shipped
     torch.manual_seed(0)
-    model = PSIRNet.from_preset("published").to(dev).eval()
-    rows = [f"published config: {count_parameters(model):,} parameters (random weights)", "",
-            "| precision | batch | median s/call | ms/slice | slices/s | peak GiB |",
-            "|---|---|---|---|---|---|"]
-    shape = (30, 256, 192)
-    for b in (1, args.gpu_batch):
-        g = torch.Generator(device=dev).manual_seed(1)
-        k = torch.randn((b, *shape), dtype=torch.complex64, device=dev, generator=g)
-        maps = torch.randn((b, *shape), dtype=torch.complex64, device=dev, generator=g)
-        maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
-        mask = torch.zeros((b, 1, 256, 192), dtype=torch.bool, device=dev)
-        mask[..., ::2] = True
-        for prec in ("fp32", "bf16"):
-            ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if prec == "bf16"
-                   else torch.autocast("cuda", enabled=False))
+    pub = PSIRNet.from_preset("published")
+    yield f"published config ({count_parameters(pub):,} params, random)", pub, "kspace"
+    del pub
+    yield args.weights, load_shipped(args.weights).model, "kspace"
+    if args.refine_weights:
+        from cmrecon.models.weights import load_checkpoint
+        yield args.refine_weights, load_checkpoint(args.refine_weights).model, "images"
+    yield "psir_refine_cpu", load_shipped("psir_refine_cpu").model, "images"
 
-            def run(ctx=ctx, k=k, mask=mask, maps=maps):
-                with torch.inference_mode(), ctx:
-                    model(k, 0.5 * k, mask, maps)
-                torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            try:
-                ts = timed(run, args.runs)
-            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-                rows.append(f"| {prec} | {b} | failed: {type(exc).__name__} | | | |")
-                continue
-            med = statistics.median(ts)
-            rows.append(f"| {prec} | {b} | {med:.3f} | {1000 * med / b:.0f} | {b / med:.2f} | "
-                        f"{torch.cuda.max_memory_allocated() / 2**30:.1f} |")
+
+def bench_published(args) -> list[str]:
+    """GPU latency at 256×192 × 30 coils, R = 2: fp32 and bf16 autocast, batch 1 and ``--gpu-batch``.
+
+    PSIRNet-style models take the undersampled k-space, coil maps and mask; PsirRefine takes the
+    coil-combined IR/PD images the chain's GRAPPA made (its own GPU cost only).
+    """
+    if not torch.cuda.is_available():
+        print("note: no CUDA device — the GPU table (published 845 M parameters and the shipped "
+              "models, 256x192 x 30 coils) was skipped", file=sys.stderr)
+        return ["(GPU table skipped: no CUDA device)"]
+    dev = torch.device("cuda")
+    rows = ["| model | precision | batch | median s/call | ms/slice | slices/s | peak GiB |",
+            "|---|---|---|---|---|---|---|"]
+    shape = (30, 256, 192)
+    for label, model, kind in _gpu_models(args):
+        model = model.to(dev).eval()
+        for b in (1, args.gpu_batch):
+            g = torch.Generator(device=dev).manual_seed(1)
+            k = torch.randn((b, *shape), dtype=torch.complex64, device=dev, generator=g)
+            maps = torch.randn((b, *shape), dtype=torch.complex64, device=dev, generator=g)
+            maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
+            mask = torch.zeros((b, 1, 256, 192), dtype=torch.bool, device=dev)
+            mask[..., ::2] = True
+            img = 20 * torch.randn((b, 1, 192, 256), dtype=torch.complex64, device=dev, generator=g)
+            for prec in ("fp32", "bf16"):
+                ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if prec == "bf16"
+                       else torch.autocast("cuda", enabled=False))
+
+                def run(ctx=ctx, k=k, mask=mask, maps=maps, img=img, model=model, kind=kind):
+                    with torch.inference_mode(), ctx:
+                        if kind == "kspace":
+                            model(k, 0.5 * k, mask, maps)
+                        else:
+                            model(img, 0.5 * img)
+                    torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                try:
+                    ts = timed(run, args.runs)
+                except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                    rows.append(f"| {label} | {prec} | {b} | failed: {type(exc).__name__} | | | |")
+                    continue
+                med = statistics.median(ts)
+                rows.append(f"| {label} | {prec} | {b} | {med:.3f} | {1000 * med / b:.1f} | "
+                            f"{b / med:.2f} | {torch.cuda.max_memory_allocated() / 2**30:.2f} |")
+        model.to("cpu")
+        del model
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -161,6 +189,7 @@ def main() -> int:
     ap.add_argument("--coils", type=int, default=16)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--gpu-batch", type=int, default=4)
+    ap.add_argument("--refine-weights", help="also time this PsirRefine checkpoint on the GPU")
     ap.add_argument("--e2e-slices", type=int, default=2)
     ap.add_argument("--e2e-runs", type=int, default=2)
     ap.add_argument("--skip-e2e", action="store_true")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmrecon.chain.definition import resolve
+from cmrecon.chain.definition import resolve, with_step_params
 from cmrecon.chain.registry import StepContext, get_step
 from cmrecon.evaluate import METRICS, psir_ratio_images, score_slice, with_float_ratio
 from cmrecon.products.lge import CoilMaps, IrPdKspace, MappedKspace, RepeatImages
@@ -92,9 +92,15 @@ def main() -> int:
     ap.add_argument("--chains", default=",".join(CHAINS),
                     help="comma-separated chains to score besides the oracle (psir_classic is always scored)")
     ap.add_argument("-o", "--output", type=Path, default=None, help="folder for results.md")
+    ap.add_argument("--refine-weights", action="append", default=[], metavar="PATH",
+                    help="also score psir_refine with these weights (a folder allowed by "
+                         "CMRECON_WEIGHTS_PATH), as 'psir_refine[<folder>]'; repeatable")
     args = ap.parse_args()
     names_asked = ["psir_classic"] + [c for c in args.chains.split(",") if c and c != "psir_classic"]
     chains = {name: with_float_ratio(resolve(name)) for name in names_asked}
+    for w in args.refine_weights:
+        chains[f"psir_refine[{Path(w).parent.name}]"] = with_float_ratio(
+            with_step_params(resolve("psir_refine"), "psir_refine", weights=w))
     keys = ("nrmse_heart", "nrmse_heart_reg", "shift_px", "ssim_heart")
     scores: dict[str, list[dict]] = {name: [] for name in ["oracle", *chains]}
     snrs = []

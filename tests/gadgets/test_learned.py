@@ -127,6 +127,32 @@ def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
     assert torch.all(magir >= psir.abs() - 1e-5)  # |Re(IR·e^{-iφ})| ≤ |IR|
 
 
+def test_a_raw_torchscript_psirnet_gives_the_networks_own_magir_and_pd(tmp_path):
+    """A torch.jit.load module (the published file's form) is rebuilt as a PSIRNet sharing its
+    tensors: PSIR, MagIR and PD equal the eager model's (MagIR used to be |PSIR| for it).
+    """
+    from cmrecon.models.psirnet import PSIRNet
+    from cmrecon.models.weights import WeightsError
+    torch.manual_seed(5)
+    eager = PSIRNet.from_preset("cpu_small").eval()
+    torch.jit.script(eager).save(str(tmp_path / "PSIRNet.pt"))
+    raw = torch.jit.load(str(tmp_path / "PSIRNet.pt"))
+    g = torch.Generator().manual_seed(2)
+    shape = (1, 3, 32, 24)
+    k = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+    maps = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+    mask = (torch.arange(24) % 2 == 0).reshape(1, 1, 1, 24).expand(1, 1, 32, 24)
+    with torch.inference_mode():
+        ours = adapter.psirnet_images(eager, k, 0.5 * k, mask, maps)
+        theirs = adapter.psirnet_images(raw, k, 0.5 * k, mask, maps)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    assert not torch.allclose(theirs[1], theirs[0].abs())    # MagIR is not |PSIR|
+    assert adapter.as_psirnet(raw) is adapter.as_psirnet(raw)   # rebuilt once
+    with pytest.raises(WeightsError, match="match no PSIRNet preset"):
+        adapter.as_psirnet(torch.nn.Linear(2, 2))
+
+
 # --- input checks -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

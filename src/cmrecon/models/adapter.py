@@ -17,6 +17,7 @@ Sriram A et al. MICCAI 2020 (E2E VarNet); Kellman P et al. MRM 2002;47:372 (PSIR
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -28,12 +29,11 @@ from cmrecon.models.psirnet import PSIRNet
 from cmrecon.products.lge import MappedKspace
 from cmrecon.recon.fft import ifft2c as np_ifft2c
 from cmrecon.recon.moco import choose_repeat
-from cmrecon.recon.operators import ifft2c, reduce
 from cmrecon.recon.psir_head import psir_head_tensor, surface_coil_correction_map
 from cmrecon.recon.sense import reduce as np_reduce
 
 __all__ = ["SliceInput", "SliceOutput", "UnsupportedInput", "forward_batch", "prepare_slice",
-           "psirnet_images"]
+           "psirnet_images", "as_psirnet"]
 
 
 class UnsupportedInput(StepError):
@@ -203,10 +203,11 @@ def psirnet_images(model: torch.nn.Module, ir_kspace: torch.Tensor, pd_kspace: t
                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward pass returning PSIR plus MagIR, the PD image, the SCC map and the PD phase.
 
-    For a :class:`~cmrecon.models.psirnet.PSIRNet` the images come from
-    :meth:`PSIRNet.reconstruct` and the PSIR from the same head as its ``forward``. Any other
-    module (e.g. a TorchScript checkpoint) gives only its PSIR; MagIR is then ``|PSIR|`` and
-    the PD image the zero-filled coil combination.
+    The images come from :meth:`PSIRNet.reconstruct` and the PSIR from the same head as its
+    ``forward``. A module holding a PSIRNet's weights without being one (a TorchScript export
+    such as the published ``PSIRNet.pt``, loaded with ``torch.jit.load``) is first rebuilt as a
+    :class:`~cmrecon.models.psirnet.PSIRNet` sharing its tensors (:func:`as_psirnet`), so its
+    MagIR and PD are the network's own images too, never ``|PSIR|``.
 
     Parameters
     ----------
@@ -220,21 +221,47 @@ def psirnet_images(model: torch.nn.Module, ir_kspace: torch.Tensor, pd_kspace: t
     scc : ``(B, 1, RO, PE)`` float32
     phase : ``(B, 1, RO, PE)`` complex64
     """
-    if isinstance(model, PSIRNet):
-        ir, pd = model.reconstruct(ir_kspace, pd_kspace, mask, sens_maps)
-        psir = psir_head_tensor(ir, pd, model.window_px, model.reg, model.eps)
-        window, reg, eps = model.window_px, model.reg, model.eps
-        mag_ir = ir.abs()
-    else:
-        psir = model(ir_kspace, pd_kspace, mask, sens_maps).float()
-        pd = reduce(ifft2c(pd_kspace), sens_maps)
-        window, reg, eps = 7, 16.0, 1e-6
-        mag_ir = psir.abs()
+    model = as_psirnet(model)
+    ir, pd = model.reconstruct(ir_kspace, pd_kspace, mask, sens_maps)
+    psir = psir_head_tensor(ir, pd, model.window_px, model.reg, model.eps)
     pd_mag = pd.abs()
-    scc = surface_coil_correction_map(pd_mag, window, reg)
-    magir = mag_ir * scc if isinstance(model, PSIRNet) else mag_ir
-    phase = pd / torch.sqrt(torch.clamp(pd_mag ** 2, min=eps))
-    return psir, magir, pd, scc, phase
+    scc = surface_coil_correction_map(pd_mag, model.window_px, model.reg)
+    phase = pd / torch.sqrt(torch.clamp(pd_mag ** 2, min=model.eps))
+    return psir, ir.abs() * scc, pd, scc, phase
+
+
+#: PSIRNets rebuilt from other modules (TorchScript exports), per source module
+_REBUILT: "weakref.WeakKeyDictionary[torch.nn.Module, PSIRNet]" = weakref.WeakKeyDictionary()
+
+
+def as_psirnet(model: torch.nn.Module) -> PSIRNet:
+    """``model`` as a :class:`~cmrecon.models.psirnet.PSIRNet` (itself when it is one).
+
+    A module with a PSIRNet preset's parameter names and shapes (a ``torch.jit.script`` export
+    of the upstream PSIRNet) is rebuilt as that preset, sharing the module's tensors (no copy;
+    :func:`cmrecon.models.weights.copy_torchscript_state`); rebuilt once per module.
+
+    Raises
+    ------
+    WeightsError
+        The module's weights match no preset of :data:`cmrecon.models.psirnet.PRESETS`.
+    """
+    if isinstance(model, PSIRNet):
+        return model
+    if model in _REBUILT:
+        return _REBUILT[model]
+    from cmrecon.models.psirnet import PRESETS
+    from cmrecon.models.weights import WeightsError, copy_torchscript_state
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name in PRESETS:
+        with torch.device("meta"):
+            eager = PSIRNet.from_preset(name)
+        if {k: tuple(v.shape) for k, v in eager.state_dict().items()} == shapes:
+            _REBUILT[model] = copy_torchscript_state(model, eager).eval()
+            return _REBUILT[model]
+    raise WeightsError(f"a {type(model).__name__} whose weights match no PSIRNet preset "
+                       f"({', '.join(PRESETS)}): its IR/PD images, hence MagIR and PD, cannot be "
+                       "formed; rebuild it with cmrecon.models.weights.load_published(path, config=...)")
 
 
 def forward_batch(model: torch.nn.Module, device: torch.device,

@@ -118,7 +118,7 @@ class PsirRefine(nn.Module):
         if self.noise_channel:
             x = torch.cat([x, (10.0 / scale).expand_as(ir.real)], dim=1)
         x, pads = pad_to_multiple(x, 2 ** self.pools)
-        d = unpad(self.unet(x), pads) * scale
+        d = unpad(self.unet(x), pads).to(scale.dtype) * scale   # float32 also under bf16 autocast
         return (ir + torch.complex(d[:, 0:1], d[:, 1:2]), pd + torch.complex(d[:, 2:3], d[:, 3:4]))
 
     def forward(self, ir: torch.Tensor, pd: torch.Tensor) -> torch.Tensor:
