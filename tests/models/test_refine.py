@@ -113,3 +113,27 @@ def test_an_input_outside_the_training_range_gets_the_classical_psir_and_says_so
     np.testing.assert_array_equal(psir[0].data, classic[1].data)     # exactly psir_classic's image
     with pytest.raises(CmreconError, match=re.escape(why)):
         list(run_chain(with_step_params(chain, "psir_refine", fallback=False), header, iter(items)))
+
+
+def test_the_shipped_model_has_no_tissue_bias_at_r1():
+    """Mean PSIR bias against the noise-free target in LV blood, LV myocardium and scar within
+    0.01 (the learned round's bound; the per-sample spread is ~0.004 in blood and myocardium and
+    ~0.013 in scar, so the mean of 10 shots is known to ~0.004) at R = 1, PD SNR 6-40, 128×96.
+    """
+    from cmrecon.models.shipped import load_shipped
+    from cmrecon.sim import phantom as ph
+    model = load_shipped("psir_refine_cpu").model
+    bias: dict[str, list[float]] = {"blood": [], "myocardium": [], "scar": []}
+    tissues = {"blood": ph.LV_BLOOD, "myocardium": ph.LV_MYO, "scar": ph.SCAR}
+    for i in range(10):
+        s = make_refine_sample(np.random.default_rng([77, i]), size=(128, 96), coils=(8, 16), R=(1,),
+                               acs_lines=24, snr=(6.0, 40.0), moco_repeats=(4, 4), with_labels=True)
+        with torch.no_grad():
+            psir = model(torch.from_numpy(s["ir"])[None], torch.from_numpy(s["pd"])[None])[0, 0].numpy()
+        for name, label in tissues.items():
+            where = s["labels"][0] == label
+            if where.any():
+                bias[name].append(float((psir - s["target"][0])[where].mean()))
+    for name, values in bias.items():
+        assert len(values) >= 5, name
+        assert abs(np.mean(values)) <= 0.01, (name, np.mean(values), values)

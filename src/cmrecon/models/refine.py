@@ -153,7 +153,7 @@ def classical_images(ir_k: np.ndarray, pd_k: np.ndarray, mask_pe: np.ndarray, R:
 
 
 def make_refine_sample(rng: np.random.Generator, sizes: Optional[Sequence[Sequence[int]]] = None,
-                       **kwargs: Any) -> dict:
+                       with_labels: bool = False, **kwargs: Any) -> dict:
     """One training sample: classical IR/PD images of a simulated shot and its PSIR target.
 
     ``sizes`` (a list of (RO, PE) matrices) draws the matrix from ``rng`` first; ``kwargs`` go to
@@ -163,7 +163,8 @@ def make_refine_sample(rng: np.random.Generator, sizes: Optional[Sequence[Sequen
     -------
     dict
         ``ir``, ``pd`` (1, y, x) complex64; ``target`` (1, y, x) float32 (the noise-free MOCO
-        target, y = PE); ``heart``, ``body`` (1, y, x) bool; ``snr``, ``R``.
+        target, y = PE); ``heart``, ``body`` (1, y, x) bool; ``snr``, ``R``; with ``with_labels``
+        also ``labels`` (1, y, x) uint8 (:mod:`cmrecon.sim.phantom` tissue labels).
     """
     from cmrecon.sim.training import make_sample
     if sizes is not None:
@@ -172,9 +173,12 @@ def make_refine_sample(rng: np.random.Generator, sizes: Optional[Sequence[Sequen
     t = lambda a: np.ascontiguousarray(np.swapaxes(a, -1, -2))  # noqa: E731  (…, RO, PE) → (…, PE, RO)
     mask_pe = np.asarray(s["mask"][0]).any(axis=0)
     ir, pd, _ = classical_images(t(s["ir_kspace"]), t(s["pd_kspace"]), mask_pe, int(s["acceleration"]))
-    return {"ir": ir[None], "pd": pd[None], "target": t(s["target_clean"]),
-            "heart": t(s["heart_mask"]), "body": t(s["body_mask"]),
-            "snr": float(s["snr"]), "R": int(s["acceleration"])}
+    out = {"ir": ir[None], "pd": pd[None], "target": t(s["target_clean"]),
+           "heart": t(s["heart_mask"]), "body": t(s["body_mask"]),
+           "snr": float(s["snr"]), "R": int(s["acceleration"])}
+    if with_labels:
+        out["labels"] = t(s["labels"])[None]
+    return out
 
 
 #: protocol of the first training run (psir_refine_cpu; held-out: bench/eval_keyframe.py)
