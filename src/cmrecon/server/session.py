@@ -5,18 +5,21 @@ QUERY may come at any point and is answered at once; TEXT from the client is log
 FIRE / OpenRecon parameter JSON between the HEADER and the first data item, which sets the
 chain's step parameters (:mod:`cmrecon.chain.ui_params`). Images stream back as the chain
 yields them; errors go back as TEXT ``ERR …`` followed by CLOSE. Nothing here knows about
-sockets: the server and tests hand in a :class:`MessageReader` and a :class:`MessageWriter`.
+sockets: the server and tests hand in a :class:`MessageReader` (or a :class:`ReadAhead` around
+one, which decodes on its own thread while the chain computes) and a :class:`MessageWriter`.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ismrmrd
+import numpy as np
 
 from cmrecon import __version__
 from cmrecon.chain.definition import Chain, load_xml, resolve
@@ -59,6 +62,142 @@ class SessionStats:
 
 
 
+#: what a :class:`ReadAhead` may hold decoded and not yet taken, per connection
+READ_AHEAD_BYTES = 8 * 2**20
+READ_AHEAD_ITEMS = 1024
+
+
+def _held_bytes(msg: object) -> int:
+    """About what a decoded message holds in memory (its arrays or text, plus the objects)."""
+    if isinstance(msg, ismrmrd.Acquisition):
+        return 512 + msg.data.nbytes + msg.traj.nbytes
+    data = getattr(msg, "data", None)
+    if isinstance(data, np.ndarray):
+        return 512 + data.nbytes
+    return 512 + len(getattr(msg, "text", "") or getattr(msg, "xml", b""))
+
+
+class ReadAhead:
+    """A :class:`~cmrecon.io.protocol.MessageReader` read on its own thread into a bounded queue.
+
+    The client's bytes are received and decoded while the chain computes on the session's thread
+    (numpy and the socket release the GIL), instead of only when the chain asks for its next item.
+    The queue holds at most ``max_bytes`` of decoded payload and ``max_items`` messages (one item
+    over ``max_bytes`` is let in alone), so a connection's memory stays bounded whatever the
+    client sends, and a slow chain stops the thread, which stops reading the socket: the client's
+    sends block (TCP back-pressure). A QUERY is answered on the thread as soon as it is decoded.
+    Errors of the reader (truncation, a limit, the idle timeout, a reset) are raised by
+    :meth:`read` in stream order, after the items decoded before them.
+
+    Parameters
+    ----------
+    reader : anything with ``read() -> Message | None`` (a ``MessageReader``).
+    stop : set by :meth:`close`; the byte stream under ``reader`` should watch it too, so a
+        thread waiting for the client wakes (:class:`cmrecon.server.tcp.SocketStream` does).
+    max_bytes, max_items : the queue's bounds.
+    """
+
+    def __init__(self, reader, stop: threading.Event | None = None, max_bytes: int = READ_AHEAD_BYTES,
+                 max_items: int = READ_AHEAD_ITEMS) -> None:
+        self._reader = reader
+        self.stop = stop or threading.Event()
+        self.max_bytes, self.max_items = max_bytes, max_items
+        self._queue: collections.deque[tuple[object, int]] = collections.deque()
+        self._held = 0
+        self.peak_held = 0   # the most payload bytes the queue held at once
+        self._cond = threading.Condition()
+        self._ended = False   # the thread has queued its last message (CLOSE, end, error)
+        self._full = False   # the thread waits for room
+        self._taker_waits = False   # read() waits for an item
+        self._last: object = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_query: Callable[[P.Query], None] | None = None,
+              cancel: threading.Event | None = None, name: str = "cmrecon-read") -> None:
+        """Start the thread; ``on_query`` answers QUERY messages there (else they are queued);
+        ``cancel`` is set when the connection resets.
+        """
+        self._thread = threading.Thread(target=self._run, args=(on_query, cancel), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, on_query: Callable[[P.Query], None] | None, cancel: threading.Event | None) -> None:
+        last: object = None
+        try:
+            while not self.stop.is_set():
+                msg = self._reader.read()
+                if on_query is not None and isinstance(msg, P.Query):
+                    on_query(msg)
+                    continue
+                if msg is None or isinstance(msg, P.Close):   # the stream's end: queued below
+                    last = msg
+                    break
+                if not self._put(msg, _held_bytes(msg)):
+                    break
+        except BaseException as exc:   # raised by read() on the session's thread, in order
+            if isinstance(exc, ConnectionResetError) and cancel is not None:
+                cancel.set()
+            last = exc
+        with self._cond:
+            if not self.stop.is_set():   # after close() nobody reads on; read() says the end
+                self._queue.append((last, 0))
+            self._ended = True
+            self._cond.notify_all()
+
+    def _put(self, msg: object, size: int) -> bool:
+        with self._cond:
+            while self._queue and (self._held + size > self.max_bytes or len(self._queue) >= self.max_items):
+                if self.stop.is_set():
+                    return False
+                self._full = True
+                self._cond.wait(0.2)
+            if self.stop.is_set():
+                return False
+            self._queue.append((msg, size))
+            self._held += size
+            self.peak_held = max(self.peak_held, self._held)
+            if self._taker_waits:
+                self._cond.notify_all()
+            return True
+
+    def read(self) -> P.Message | None:
+        """The next message, as ``MessageReader.read`` would return it (or raise its error)."""
+        if self._thread is None:
+            return self._reader.read()
+        with self._cond:
+            while not self._queue:
+                if self._ended:   # read past the end: the end again, as a reader at its end
+                    msg = self._last
+                    if isinstance(msg, BaseException):
+                        raise msg
+                    return None
+                self._taker_waits = True
+                self._cond.wait()
+                self._taker_waits = False
+            msg, size = self._queue.popleft()
+            self._held -= size
+            if self._ended and not self._queue:
+                self._last = msg
+            # the thread waits on a full queue: wake it when half is taken, so it refills in a
+            # burst instead of one GIL hand-over per item
+            if self._full and (self._held <= self.max_bytes // 2 and len(self._queue) <= self.max_items // 2):
+                self._full = False
+                self._cond.notify_all()
+        if isinstance(msg, BaseException):
+            raise msg
+        return msg
+
+    def close(self, join_s: float = 2.0) -> None:
+        """Stop the thread (it ends within the stream's wake-up period) and drop what it holds."""
+        self.stop.set()
+        with self._cond:
+            self._queue.clear()
+            self._held = 0
+            self._ended = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(join_s)
+
+
 def answer_query(text: str, chains_dir: Path | None) -> str:
     """Answer a QUERY the way Gadgetron's query handlers do, for the queries clients send."""
     from cmrecon.chain.definition import list_chains
@@ -81,7 +220,8 @@ class Session:
 
     Parameters
     ----------
-    reader, writer : message codec over the client's byte streams.
+    reader, writer : message codec over the client's byte streams; a :class:`ReadAhead` reader
+        is started when the session runs (decoding on its own thread) and stopped at its end.
     chains_dir : where named chains resolve (default: the repository's ``chains/``).
     log : logger for this connection.
     session_limits : what the header and readouts may claim (default ``SessionLimits()``).
@@ -115,7 +255,7 @@ class Session:
             if msg is None:
                 raise ClientClosed(f"client closed the connection while the server expected {phase}")
             if isinstance(msg, P.Query):
-                self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
+                self._answer(msg)
                 continue
             if isinstance(msg, P.Text):
                 self._log_text(msg.text, f"while the server expected {phase}")
@@ -157,7 +297,7 @@ class Session:
         while True:
             msg = self.reader.read()
             if isinstance(msg, P.Query):
-                self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
+                self._answer(msg)
                 continue
             if not isinstance(msg, P.Text):
                 return chain, msg
@@ -201,7 +341,7 @@ class Session:
             if isinstance(msg, P.Close):
                 return
             if isinstance(msg, P.Query):
-                self._send(P.Response(msg.correlation_id, answer_query(msg.text, self.chains_dir)))
+                self._answer(msg)
             elif isinstance(msg, P.Text):
                 self._log_text(msg.text, f"after {self.stats.items_in} data item(s)")
             elif isinstance(msg, P.Error):
@@ -213,12 +353,26 @@ class Session:
                 raise ProtocolError(f"{type(msg).__name__} is not allowed after the header")
             msg = self.reader.read()
 
+    def _answer(self, query: P.Query) -> None:
+        self._send(P.Response(query.correlation_id, answer_query(query.text, self.chains_dir)))
+
     def run(self) -> SessionStats:
         """Run the session to its end; never raises for client or chain errors.
 
         Every error is logged, sent to the client as TEXT ``ERR <cause>``, and the session
-        closes with CLOSE.
+        closes with CLOSE. A :class:`ReadAhead` reader is started here and stopped at the end.
         """
+        ahead = self.reader if isinstance(self.reader, ReadAhead) else None
+        if ahead is not None:
+            ahead.start(self._answer, self.cancel, name=f"{threading.current_thread().name}-read")
+        try:
+            self._run()
+        finally:
+            if ahead is not None:
+                ahead.close()
+        return self.stats
+
+    def _run(self) -> None:
         try:
             chain = self._resolve_chain()
             self.stats.chain = chain.name
@@ -248,7 +402,6 @@ class Session:
             self.log.exception("internal error")
             self._fail(f"internal server error: {type(exc).__name__}: {exc}")
         self._close()
-        return self.stats
 
     def _fail(self, text: str) -> None:
         self.stats.error = text

@@ -1,11 +1,14 @@
 """``cmrecon serve``: a threaded TCP server speaking the MRD stream protocol (port 9002).
 
-One thread per connection, bounded in number; each runs a :class:`Session`. A failing session
-sends its error to its own client and closes; other connections are not affected.
+One thread per connection, bounded in number; each runs a :class:`Session`, whose chain computes
+while a second thread receives and decodes the client's messages (:class:`ReadAhead`, a bounded
+queue) over a :class:`SocketStream`. A failing session sends its error to its own client and
+closes; other connections are not affected.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import select
@@ -19,7 +22,7 @@ from cmrecon.chain.limits import SessionLimits
 from cmrecon.chain.registry import load_steps
 from cmrecon.errors import ProtocolError
 from cmrecon.io.protocol import Close, Limits, MessageReader, MessageWriter, Query, Response, Text
-from cmrecon.server.session import Session, answer_query
+from cmrecon.server.session import READ_AHEAD_BYTES, ReadAhead, Session, answer_query
 
 log = logging.getLogger("cmrecon.server")
 DEFAULT_PORT = 9002
@@ -44,15 +47,18 @@ class _Handler(socketserver.BaseRequestHandler):
             try:
                 clog.info("connection from %s", self.client_address)
                 t0 = time.perf_counter()
-                cancel, done = threading.Event(), threading.Event()
+                cancel, done, stop = threading.Event(), threading.Event(), threading.Event()
                 threading.Thread(target=_watch_peer, args=(sock, cancel, done), daemon=True,
                                  name=f"cmrecon-watch{conn_id}").start()
+                stream = SocketStream(sock, srv.idle_timeout_s, stop)
                 try:
-                    paced = _PacedReader(rfile, srv.session_timeout_s, srv.min_rate_bps)
-                    stats = Session(MessageReader(paced, srv.limits), MessageWriter(wfile),
-                                    srv.chains_dir, clog, srv.session_limits, cancel).run()
+                    paced = _PacedReader(stream, srv.session_timeout_s, srv.min_rate_bps)
+                    reader = ReadAhead(MessageReader(paced, srv.limits), stop, srv.read_ahead_bytes)
+                    stats = Session(reader, MessageWriter(stream), srv.chains_dir, clog, srv.session_limits,
+                                    cancel).run()
                 finally:
                     done.set()
+                    stream.detach()   # blocking again, with the idle timeout, for the drain
                 clog.info("closed: chain '%s', %d items in, %d out, %.2f s%s", stats.chain,
                           stats.items_in, stats.items_out, time.perf_counter() - t0,
                           f", error: {stats.error}" if stats.error else "")
@@ -70,6 +76,97 @@ class _Handler(socketserver.BaseRequestHandler):
                     pass
 
 
+class StreamStopped(Exception):
+    """A :class:`SocketStream` was asked to stop while a read waited for the client."""
+
+
+class SocketStream:
+    """A connected socket as one session's buffered input and gathered output.
+
+    Reads go through an ``io.BufferedReader`` (64 KiB) whose raw reads are ``recv_into`` on the
+    non-blocking socket, straight into the caller's array when a payload is larger than the buffer
+    (``MessageReader`` reads readouts and pixels with ``readinto``); only when no byte is waiting
+    does a read ``poll``, in periods of ``period_s``, so that setting ``stop`` ends a read that
+    waits for the client (:class:`StreamStopped`) and a client silent for ``idle_timeout_s``
+    raises :class:`TimeoutError`, as a socket timeout did. Writes take a message's buffers at once
+    (:meth:`writev`: ``sendmsg``, the pixels not copied) and wait for room at most
+    ``idle_timeout_s``.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout_s: float, stop: threading.Event | None = None,
+                 period_s: float = 0.2, buffer_bytes: int = 1 << 16) -> None:
+        self.sock = sock
+        self.idle_timeout_s = idle_timeout_s
+        sock.setblocking(False)
+        self._raw = _SocketRaw(sock, idle_timeout_s, stop or threading.Event(), period_s)
+        self._buffered = io.BufferedReader(self._raw, buffer_bytes)
+        self.read = self._buffered.read
+        self.readinto = self._buffered.readinto
+
+    def writev(self, parts) -> None:
+        """Send ``parts`` (bytes-like, in order) as one gathered write; partial sends continue."""
+        views = [memoryview(p).cast("B") for p in parts]
+        while views:
+            try:
+                sent = self.sock.sendmsg(views[:_IOV_MAX])
+            except (BlockingIOError, InterruptedError):
+                self._raw.wait(self._raw.poll_out, "send to the client")
+                continue
+            while sent:
+                if sent >= len(views[0]):
+                    sent -= len(views.pop(0))
+                else:
+                    views[0] = views[0][sent:]
+                    sent = 0
+
+    def write(self, data) -> None:
+        self.writev([data])
+
+    def flush(self) -> None:
+        """Nothing: :meth:`writev` sends at once."""
+
+    def detach(self) -> None:
+        """Hand the socket back in blocking mode with the idle timeout (for :func:`_drain`)."""
+        self.sock.settimeout(self.idle_timeout_s)
+
+
+class _SocketRaw(io.RawIOBase):
+    """The raw stream under :class:`SocketStream`'s buffer: ``recv_into``, waiting as a blocking
+    socket with the idle timeout would, but waking every ``period_s`` to look at ``stop``.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout_s: float, stop: threading.Event, period_s: float) -> None:
+        self.sock, self.idle_timeout_s, self.stop, self.period_s = sock, idle_timeout_s, stop, period_s
+        self.poll_in, self.poll_out = select.poll(), select.poll()
+        self.poll_in.register(sock, select.POLLIN | select.POLLPRI)
+        self.poll_out.register(sock, select.POLLOUT)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while True:
+            try:
+                return self.sock.recv_into(b)
+            except (BlockingIOError, InterruptedError):
+                self.wait(self.poll_in, "receive from the client")
+
+    def wait(self, poller: select.poll, what: str) -> None:
+        """Return when the socket is ready (or broken: the next call raises its error)."""
+        deadline = time.monotonic() + self.idle_timeout_s
+        while True:
+            if self.stop.is_set():
+                raise StreamStopped(f"stopped while waiting to {what}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"timed out waiting {self.idle_timeout_s:g} s to {what}")
+            if poller.poll(min(left, self.period_s) * 1000):
+                return
+
+
+_IOV_MAX = 1024
+
+
 class _PacedReader:
     """The client's byte stream, refused when a session runs too long or sends too slowly.
 
@@ -85,8 +182,7 @@ class _PacedReader:
         self.waited_s = 0.0
         self.received = 0
 
-    def read(self, n: int) -> bytes:
-        """Read up to ``n`` bytes; :class:`ProtocolError` past the deadline or below the rate."""
+    def _check(self) -> float:
         t = time.monotonic()
         if t - self.t0 > self.session_timeout_s:
             raise ProtocolError(f"the session ran past its {self.session_timeout_s:g} s limit "
@@ -94,10 +190,23 @@ class _PacedReader:
         if self.waited_s > self.grace_s and self.received < self.min_rate_bps * self.waited_s:
             raise ProtocolError(f"the client sent {self.received} bytes in {self.waited_s:.0f} s, below "
                                 f"{self.min_rate_bps:g} bytes/s (cmrecon serve --min-rate)")
+        return t
+
+    def read(self, n: int) -> bytes:
+        """Read up to ``n`` bytes; :class:`ProtocolError` past the deadline or below the rate."""
+        t = self._check()
         data = self.raw.read(n)
         self.waited_s += time.monotonic() - t
         self.received += len(data)
         return data
+
+    def readinto(self, b) -> int:
+        """Read into ``b`` (a payload's array); the same checks and accounting as :meth:`read`."""
+        t = self._check()
+        k = self.raw.readinto(b)
+        self.waited_s += time.monotonic() - t
+        self.received += k
+        return k
 
 
 def _answer_when_busy(sock: socket.socket, rfile, writer: MessageWriter, srv: "MrdServer",
@@ -166,6 +275,8 @@ class MrdServer(socketserver.ThreadingTCPServer):
     session_timeout_s : a session still reading after this long is ended with an error.
     min_rate_bps : after 30 s spent waiting for the client, fewer bytes per second of waiting
         than this ends the session (a client trickling bytes cannot hold a slot).
+    read_ahead_bytes : decoded messages a connection may hold before its chain takes them
+        (:class:`ReadAhead`); beyond it the server stops reading that client.
     """
 
     daemon_threads = True
@@ -176,8 +287,10 @@ class MrdServer(socketserver.ThreadingTCPServer):
                  chains_dir: Path | None = None, limits: Limits | None = None,
                  max_connections: int = 32, idle_timeout_s: float = 300.0,
                  drain_timeout_s: float = 5.0, session_limits: SessionLimits | None = None,
-                 session_timeout_s: float = 3600.0, min_rate_bps: float = 256.0) -> None:
+                 session_timeout_s: float = 3600.0, min_rate_bps: float = 256.0,
+                 read_ahead_bytes: int = READ_AHEAD_BYTES) -> None:
         load_steps()
+        self.read_ahead_bytes = read_ahead_bytes
         self.session_timeout_s = session_timeout_s
         self.min_rate_bps = min_rate_bps
         self.session_limits = session_limits or SessionLimits()
