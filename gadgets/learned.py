@@ -38,7 +38,9 @@ class PsirnetReconParams:
     weights: str = field(default="psirnet_cpu_small", metadata={
         "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED), or the path of a checkpoint "
                "(with its .sha256 sidecar) or TorchScript file inside a weights folder (cmrecon "
-               "serve --weights-path, CMRECON_WEIGHTS_PATH); any other path is refused"})
+               "serve --weights-path, CMRECON_WEIGHTS_PATH); any other path is refused. PsirRefine "
+               "weights (the refine preset, e.g. psir_refine_cpu) refine the slice's classical "
+               "GRAPPA images of the key-frame repeat instead of unrolling on its k-space"})
     weights_sha256: str = field(default="", metadata={
         "doc": "sha256 the weights file must have (\"\" = the shipped registry's or the file's "
                ".sha256 sidecar); needed for a TorchScript file without a sidecar"})
@@ -155,6 +157,11 @@ def psirnet_recon(items: Iterator[Item], params: PsirnetReconParams,
             continue
         if entry is None:
             entry = loading.result()
+        if type(entry.model).__name__ == "PsirRefine":   # the refine preset: classical images in
+            ir, pd = unfold_cropped(item)
+            yield _refined(item.info, ir, pd, entry, params.repeat, params.roi_fraction,
+                           params.fallback, "psirnet_recon", ctx)
+            continue
         from cmrecon.models.adapter import UnsupportedInput, prepare_slice
         try:
             if item.kspace.acceleration > params.max_acceleration:
@@ -207,36 +214,42 @@ def _refine_model(weights: str):
     return entry
 
 
+def _refined(info, ir: np.ndarray, pd: np.ndarray, entry, repeat: int, roi_fraction: float,
+             fallback: bool, step: str, ctx: StepContext) -> PsirImages:
+    """PsirRefine on the key-frame repeat of ``ir``/``pd`` ``(repeats, y, x)``, then its head;
+    the classical PSIR of that repeat for an input outside the weights' training range.
+    """
+    import torch
+
+    with on_slice(info, step):
+        k = choose_repeat(ir, repeat, roi_fraction)
+    model = entry.model
+    why = model.unsupported(ir.shape[-2:], info.acceleration)
+    if why is not None:
+        if not fallback:
+            raise StepError(f"{step}: slice {info.slice}: {why}")
+        ctx.log.warning("%s: slice %d: %s; classical PSIR for this slice instead", step, info.slice, why)
+        p = PsirParams()   # exactly what psir_classic's psir step does
+        return PsirImages(info, classical_psir(ir[k], pd[k], p), pd[k], noise_sigma=p.noise_sigma,
+                          used=(int(k),), key=int(k), fallback=f"classical PSIR: {why}")
+    as_input = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].to(entry.device)  # noqa: E731
+    with torch.no_grad(), entry.lock:
+        ir2, pd2 = model.refine(as_input(ir[k]), as_input(pd[k]))
+    g = model.gain
+    ir_g = (ir2[0, 0].cpu().numpy() * g).astype(np.complex64)
+    pd_g = (pd2[0, 0].cpu().numpy() * g).astype(np.complex64)
+    # the model's head: reg = (t·σ)² = 16 on images of gain g (σ = g there; the MOCO target's)
+    res = psir_fn(ir_g, pd_g, window_px=model.window_px, noise_sigma=1.0,
+                  t=float(np.sqrt(model.reg)), psirnet_compatible=True)
+    ctx.log.info("%s: slice %d, repeat %d of %d refined (%s)", step, info.slice, info.repeats[k],
+                 len(ir), entry.weights)
+    return PsirImages(info, res, pd_g, noise_sigma=g, used=(int(k),), key=int(k),
+                      provenance=dict(psir_refine_weights=entry.weights, psir_refine_sha256=entry.sha256))
+
+
 @register("psir_refine", PsirRefineParams, consumes=RepeatImages, produces=PsirImages, each=True,
           check=allowed_weights)
 def psir_refine(im: RepeatImages, params: PsirRefineParams, ctx: StepContext) -> PsirImages:
     """Learned refinement of the classical single shot (key-frame GRAPPA IR/PD images), then the PSIRNet head."""
-    import torch
-
-    with on_slice(im.info, "psir_refine"):
-        k = choose_repeat(im.ir, params.repeat, params.roi_fraction)
-    entry = _refine_model(params.weights)
-    model = entry.model
-    why = model.unsupported(im.ir.shape[-2:], im.info.acceleration)
-    if why is not None:
-        if not params.fallback:
-            raise StepError(f"psir_refine: slice {im.info.slice}: {why}")
-        ctx.log.warning("psir_refine: slice %d: %s; classical PSIR for this slice instead", im.info.slice, why)
-        p = PsirParams()   # exactly what psir_classic's psir step does
-        res = classical_psir(im.ir[k], im.pd[k], p)
-        return PsirImages(im.info, res, im.pd[k], noise_sigma=p.noise_sigma, used=(int(k),), key=int(k),
-                          fallback=f"classical PSIR: {why}")
-    with torch.no_grad():
-        ir2, pd2 = model.refine(torch.from_numpy(np.ascontiguousarray(im.ir[k]))[None, None],
-                                torch.from_numpy(np.ascontiguousarray(im.pd[k]))[None, None])
-    g = model.gain
-    ir_g = (ir2[0, 0].numpy() * g).astype(np.complex64)
-    pd_g = (pd2[0, 0].numpy() * g).astype(np.complex64)
-    # the model's head: reg = (t·σ)² = 16 on images of gain g (σ = g there; the MOCO target's)
-    res = psir_fn(ir_g, pd_g, window_px=model.window_px, noise_sigma=1.0,
-                  t=float(np.sqrt(model.reg)), psirnet_compatible=True)
-    ctx.log.info("psir_refine: slice %d, repeat %d of %d (%s)", im.info.slice, im.info.repeats[k],
-                 len(im.ir), params.weights)
-    return PsirImages(im.info, res, pd_g, noise_sigma=g, used=(k,), key=int(k),
-                      provenance=dict(psir_refine_weights=params.weights,
-                                      psir_refine_sha256=entry.sha256))
+    return _refined(im.info, im.ir, im.pd, _refine_model(params.weights), params.repeat,
+                    params.roi_fraction, params.fallback, "psir_refine", ctx)

@@ -137,3 +137,25 @@ def test_the_shipped_model_has_no_tissue_bias_at_r1():
     for name, values in bias.items():
         assert len(values) >= 5, name
         assert abs(np.mean(values)) <= 0.01, (name, np.mean(values), values)
+
+
+def test_psirnet_lge_with_refine_weights_gives_the_psir_refine_chains_images(weights_folder):
+    """The refine preset inside psirnet_lge: psirnet_recon unfolds the slice as the classical
+    chain does and refines the same key-frame repeat, so both chains' PSIR are equal.
+    """
+    torch.manual_seed(6)
+    model = PsirRefine(chans=4, pools=2, noise_channel=True, trained_sizes=[[48, 64]])
+    for prm in model.unet.up_conv[-1][-1].parameters():   # a model that changes its input
+        torch.nn.init.normal_(prm, std=0.05)
+    path = weights_folder / "refine.pt"
+    save_checkpoint(path, model, model.model_config(), {})
+    h5 = DATA / "sim_lge_r2_embedded.h5"
+    header, items = read_header_xml(h5), list(iter_items(h5))
+    via_refine = psir_ratio_images(with_float_ratio(
+        with_step_params(resolve("psir_refine"), "psir_refine", weights=str(path))), header, items)
+    via_psirnet = psir_ratio_images(with_float_ratio(
+        with_step_params(resolve("psirnet_lge"), "psirnet_recon", weights=str(path))), header, items)
+    head_only = psir_ratio_images(with_float_ratio(with_step_params(
+        resolve("psir_classic"), "psir", psirnet_compatible=True, t_sigma=4.0 / model.gain)), header, items)
+    np.testing.assert_array_equal(via_psirnet[0], via_refine[0])
+    assert np.abs(via_refine[0] - head_only[0]).max() > 1e-3    # the network did change the images
