@@ -181,7 +181,8 @@ def crowd(port: int, reference: list[ismrmrd.Image], n: int, payload: bytes, pat
     slow = [Slow(port, payload) for _ in range(n)]
     for s in slow:
         s.start()
-    time.sleep(3.0)   # all connected; those over the slot limit have had their busy answer
+    if slow:
+        time.sleep(3.0)   # all connected; those over the slot limit have had their busy answer
     t_good = time.monotonic()
     served = good_client(port, reference, patience_s)
     waited = time.monotonic() - t_good
@@ -301,12 +302,12 @@ def main() -> int:
                       "answered or cut by then | last cut (s after connect) | waited (s) |\n"
                       "|---|---|---|---|---|---|---|---|")
                 trickle = session_bytes(*GOOD)
-                print(crowd(port, references[GOOD], args.slow, trickle, args.patience,
-                            f"{args.slow} sending 1 byte/s"), flush=True)
-                time.sleep(2.0)
-                print(crowd(port, references[GOOD], args.silent, b"", args.patience,
-                            f"{args.silent} silent"), flush=True)
-                time.sleep(2.0)
+                print(crowd(port, references[GOOD], 0, b"", args.patience, "none"), flush=True)
+                for n, payload, what in ((args.slow, trickle, f"{args.slow} sending 1 byte/s"),
+                                         (args.silent, b"", f"{args.silent} silent")):
+                    if n:
+                        print(crowd(port, references[GOOD], n, payload, args.patience, what), flush=True)
+                        time.sleep(2.0)
             if "b" not in args.skip:
                 print("\n(b) clients at once, each with its own stream and chain "
                       f"({', '.join(f'{c} on {p.stem}' for p, c in MIXED)})\n")
