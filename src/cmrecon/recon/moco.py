@@ -146,16 +146,52 @@ def _wrap_peak(index, shape) -> np.ndarray:
     return np.where(peak >= shape / 2, peak - shape, peak)
 
 
-def _freqs(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    return np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
+def _ramp(freqs: np.ndarray, shift: float) -> np.ndarray:
+    """``exp(−2πi f·d)`` along one axis (a 2D shift ramp is the outer product of two)."""
+    return np.exp(-2j * np.pi * freqs * shift)
 
 
-def _shift_and_gradient(spec: np.ndarray, shift: np.ndarray, fy: np.ndarray, fx: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fourier-shifted real image ``m(r − d)`` and its spectral gradient ``(∂y, ∂x)``."""
-    s = spec * np.exp(-2j * np.pi * (fy * shift[0] + fx * shift[1]))
-    return (np.fft.ifft2(s).real, np.fft.ifft2(s * (2j * np.pi * fy)).real,
-            np.fft.ifft2(s * (2j * np.pi * fx)).real)
+def _freqs(shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Frequencies (cycles/px) for :func:`_shift_and_gradient` on the ``rfft2`` half spectrum.
+
+    Returns ``(fy, fx, fy_p, fx_p)``: ``fy`` all ``ny`` rows and ``fx`` the ``nx//2 + 1`` half
+    columns (``fftfreq`` values), and the negated frequencies of each one's Hermitian partner
+    ``−f(−k)``, equal to ``f`` except on a Nyquist row or column (``+0.5`` where ``f = −0.5``).
+    """
+    ny, nx = shape
+    fy, fx = np.fft.fftfreq(ny), np.fft.fftfreq(nx)
+    fy_p = -fy[-np.arange(ny) % ny]
+    fx_p = -fx[-np.arange(nx) % nx]
+    half = nx // 2 + 1
+    return fy, fx[:half], fy_p, fx_p[:half]
+
+
+def _shift_and_gradient(spec: np.ndarray, shift: np.ndarray, freqs: tuple[np.ndarray, ...],
+                        shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fourier-shifted real image ``m(r − d)`` and its spectral gradient ``(∂y, ∂x)``.
+
+    ``Re ifft2(fft2(m)·g)`` for the multipliers ``g = e^{−2πi f·d}·(1, 2πi f_y, 2πi f_x)``,
+    computed from the half spectrum ``spec = rfft2(m)``: ``Re ifft2(X)`` is the inverse of the
+    Hermitian part ``(X(f) + conj X(−f))/2``, and since ``fft2(m)`` is Hermitian that is
+    ``fft2(m)·(g(f) + conj g(−f))/2`` = ``fft2(m)·(g(f) + g(f_p))/2`` with ``f_p`` the partner
+    frequencies of :func:`_freqs` (``g`` itself except on Nyquist rows/columns), which ``irfft2``
+    inverts exactly. The ramp is the outer product of two 1D ramps. The same values as the
+    full complex transforms to float64 rounding, at a third of their cost.
+    """
+    fy, fx, fy_p, fx_p = freqs
+    ry, rx = _ramp(fy, shift[0]), _ramp(fx, shift[1])
+    g0 = ry[:, None] * rx[None, :] * spec                       # g(f)·spec
+    gy = g0 * ((2j * np.pi) * fy[:, None])
+    gx = g0 * ((2j * np.pi) * fx[None, :])
+    # f_p differs from f only on Nyquist rows/columns: there, the Hermitian part of each multiplier
+    for rows, cols in ((np.flatnonzero(fy_p != fy), slice(None)), (slice(None), np.flatnonzero(fx_p != fx))):
+        a = ry[rows][:, None] * rx[cols][None, :] * spec[rows, cols]
+        b = _ramp(fy_p[rows], shift[0])[:, None] * _ramp(fx_p[cols], shift[1])[None, :] * spec[rows, cols]
+        g0[rows, cols] = 0.5 * (a + b)
+        gy[rows, cols] = 1j * np.pi * (fy[rows][:, None] * a + fy_p[rows][:, None] * b)
+        gx[rows, cols] = 1j * np.pi * (fx[cols][None, :] * a + fx_p[cols][None, :] * b)
+    # three calls: one irfft2 of the stacked three was twice as slow (numpy 2.4)
+    return np.fft.irfft2(g0, s=shape), np.fft.irfft2(gy, s=shape), np.fft.irfft2(gx, s=shape)
 
 
 def robust_weight(residual: np.ndarray, weight: np.ndarray, sigma_px: float = 2.0,
@@ -227,22 +263,28 @@ def register_translation(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarr
     w = np.asarray(weight, dtype=np.float64)
     if m.shape != f.shape or m.ndim != 2 or w.shape != m.shape:
         raise ValueError(f"moving {m.shape}, fixed {f.shape} and weight {w.shape} must be equal 2D")
-    spec = np.fft.fft2(m)
-    e = (np.fft.ifft2(np.fft.fft2(w) * np.fft.fft2(m * m).conj()).real
-         - 2.0 * np.fft.ifft2(np.fft.fft2(w * f) * spec.conj()).real)
+    # real images: half spectra (rfft2), correlations real by construction
+    spec = np.fft.rfft2(m)
+    e = (np.fft.irfft2(np.fft.rfft2(w) * np.fft.rfft2(m * m).conj(), s=m.shape)
+         - 2.0 * np.fft.irfft2(np.fft.rfft2(w * f) * spec.conj(), s=m.shape))
     p = _wrap_peak(np.unravel_index(np.argmin(e), e.shape), e.shape)
-    fy, fx = _freqs(m.shape)
+    freqs = _freqs(m.shape)
     ww = w
+    current = None   # (p, m(r − p), ∂y, ∂x): a robust round starts where the last one ended
     for rnd in range(robust_iterations + 1):
         if rnd:
-            ww = robust_weight(_shift_and_gradient(spec, p, fy, fx)[0] - f, w)
+            current = (p, *_shift_and_gradient(spec, p, freqs, m.shape))
+            ww = robust_weight(current[1] - f, w)
         for _ in range(iterations):
-            mt, gy, gx = _shift_and_gradient(spec, p, fy, fx)
-            r = mt - f
-            h = np.array([[np.sum(ww * gy * gy), np.sum(ww * gy * gx)],
-                          [np.sum(ww * gy * gx), np.sum(ww * gx * gx)]])
-            step = np.linalg.solve(h + 1e-12 * np.trace(h) * np.eye(2),
-                                   [np.sum(ww * gy * r), np.sum(ww * gx * r)])
+            if current is None or current[0] is not p:
+                current = (p, *_shift_and_gradient(spec, p, freqs, m.shape))
+            _, mt, gy, gx = current
+            r = (mt - f).ravel()
+            wgy, wgx = (ww * gy).ravel(), (ww * gx).ravel()
+            gy, gx = gy.ravel(), gx.ravel()
+            hyx = wgy @ gx
+            h = np.array([[wgy @ gy, hyx], [hyx, wgx @ gx]])
+            step = np.linalg.solve(h + 1e-12 * np.trace(h) * np.eye(2), [wgy @ r, wgx @ r])
             p = p + step
             if np.max(np.abs(step)) < tol:
                 break
@@ -265,9 +307,7 @@ def fourier_shift(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     """
     image = np.asarray(image)
     ny, nx = image.shape[-2:]
-    fy = np.fft.fftfreq(ny)[:, None]
-    fx = np.fft.fftfreq(nx)[None, :]
-    ramp = np.exp(-2j * np.pi * (fy * shift[0] + fx * shift[1]))
+    ramp = _ramp(np.fft.fftfreq(ny), shift[0])[:, None] * _ramp(np.fft.fftfreq(nx), shift[1])[None, :]
     out = np.fft.ifft2(np.fft.fft2(image, axes=(-2, -1)) * ramp, axes=(-2, -1))
     if np.iscomplexobj(image):
         return out.astype(np.complex64)
