@@ -1,11 +1,15 @@
 """Per-slice time of each classical LGE step and chain (16 coils, 192×144, R = 2).
 
-    python bench/bench_lge_chains.py [--runs 3] [--blas-threads 1]
+    python bench/bench_lge_chains.py [--runs 3] [--blas-threads 1] [--peer DIR]
 
-Simulates one slice with 16 repeats (seed 0), then times, per run, every step of
+Simulates one slice with 16 repeats (seed 0) once, then times, per run, every step of
 ``psir_classic`` and ``psir_moco`` as the chain runs them (exclusive time: a stage's time minus
-its upstream's), with 8 and with 16 repeats, and prints medians over ``--runs``. The clinical
-Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
+its upstream's), with 8 and with 16 repeats, and prints medians over ``--runs``. Each run is a
+fresh process reading the same simulated stream, so a run starts from the same memory state.
+With ``--peer DIR`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``) the runs
+alternate between this checkout and ``DIR`` on the same stream, and each cell reads
+``this / peer (ratio)``: on a shared machine only a ratio of alternated runs means much. The
+clinical Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
 
 ``--blas-threads`` sets ``CMRECON_BLAS_THREADS``, the BLAS thread policy every process entry applies
 (cmrecon.runtime; default 1, 0 leaves BLAS as the libraries set it): multithreaded OpenBLAS
@@ -16,55 +20,93 @@ small, busy machine (see docs/results.md).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = ["noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps", "unfold",
+         "moco_average", "psir", "emit_images", "TOTAL"]
+CHAINS = ("psir_classic", "psir_moco")
+REPEATS = (8, 16)
+#: import name → directory in a checkout (the layout pyproject.toml installs)
+PACKAGES = {"cmrecon": "src/cmrecon", "cmrecon_gadgets": "gadgets", "cmrecon_chains": "chains",
+            "cmrecon_weights": "weights"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--blas-threads", type=int, default=None,
-                    help="CMRECON_BLAS_THREADS for this run (default: the policy's 1; 0: leave BLAS as is)")
-    ap.add_argument("--matrix", default="192x144")
-    ap.add_argument("--coils", type=int, default=16)
-    args = ap.parse_args(argv)
-    if args.blas_threads is not None:
-        os.environ["CMRECON_BLAS_THREADS"] = str(args.blas_threads)
+def import_dir(checkout: Path, into: Path) -> Path:
+    """A directory whose entries link the checkout's packages, to put first on ``PYTHONPATH``."""
+    into.mkdir(parents=True, exist_ok=True)
+    for name, rel in PACKAGES.items():
+        if (checkout / rel).is_dir():
+            (into / name).symlink_to(checkout / rel)
+    return into
 
+
+def simulate(path: Path, matrix: tuple[int, int], coils: int) -> None:
+    """Simulate the 16-repeat slice (seed 0) and pickle its header and readouts to ``path``."""
+    import pickle
+    import time
+
+    import ismrmrd
+
+    from cmrecon.sim.lge import LgeParams, simulate_lge
+
+    t0 = time.perf_counter()
+    case = simulate_lge(LgeParams(matrix=matrix, coils=coils, repeats=16, acceleration=2,
+                                  acs_lines=24, seed=0))
+    items = [("acq", a.getHead(), a.data.copy(), a.traj.copy()) if isinstance(a, ismrmrd.Acquisition)
+             else ("item", a) for a in case.items]
+    with open(path, "wb") as f:
+        pickle.dump((case.header_xml, items), f)
+    print(f"simulated 1 slice, 16 repeats, {coils} coils, {matrix[0]}x{matrix[1]}, R=2 in "
+          f"{time.perf_counter() - t0:.1f} s (CMRECON_BLAS_THREADS="
+          f"{os.environ.get('CMRECON_BLAS_THREADS', 'unset: 1')})", file=sys.stderr)
+
+
+def worker(case_path: str) -> dict:
+    """One run of every (chain, repeats) on the pickled stream, with whichever cmrecon imports first."""
     import copy
     import logging
+    import pickle
     import re
     import time
 
     import ismrmrd
-    import numpy as np
 
     from cmrecon.chain.definition import resolve
     from cmrecon.chain.registry import StepContext, get_step
     from cmrecon.runtime import Settings, configure
-    from cmrecon.sim.lge import LgeParams, simulate_lge
 
     configure(Settings.build())  # as cmrecon's process entry does
-
     logging.getLogger("cmrecon").setLevel(logging.WARNING)
-    matrix = tuple(int(v) for v in args.matrix.split("x"))
-    t0 = time.perf_counter()
-    case = simulate_lge(LgeParams(matrix=matrix, coils=args.coils, repeats=16, acceleration=2,
-                                  acs_lines=24, seed=0))
-    print(f"simulated 1 slice, 16 repeats, {args.coils} coils, {matrix[0]}x{matrix[1]}, R=2 in "
-          f"{time.perf_counter() - t0:.1f} s (CMRECON_BLAS_THREADS="
-          f"{os.environ.get('CMRECON_BLAS_THREADS', 'unset: 1')})", file=sys.stderr)
+    with open(case_path, "rb") as f:
+        header_xml, raw = pickle.load(f)
+    items = []
+    for kind, *rest in raw:
+        if kind == "acq":
+            head, data, traj = rest
+            acq = ismrmrd.Acquisition(head)
+            acq.data[:] = data
+            if traj.size:
+                acq.traj[:] = traj
+            items.append(acq)
+        else:
+            items.append(rest[0])
 
     def keep_repeats(n: int):
         """Items with only the first n repeats (average < n); header limits rewritten."""
-        items = [a for a in case.items if a.idx.average < n]
+        kept = [a for a in items if not isinstance(a, ismrmrd.Acquisition) or a.idx.average < n]
         hdr = re.sub(r"(<average>\s*<minimum>0</minimum>\s*<maximum>)15(</maximum>)",
-                     rf"\g<1>{n - 1}\g<2>", case.header_xml)
-        if hdr == case.header_xml and n != 16:
+                     rf"\g<1>{n - 1}\g<2>", header_xml)
+        if hdr == header_xml and n != 16:
             raise SystemExit("bench: could not rewrite the average limit in the header")
-        return hdr.encode(), items
+        return hdr.encode(), kept
 
-    def run_timed(chain_name: str, hdr: bytes, items) -> dict[str, float]:
+    def run_timed(chain_name: str, hdr: bytes, stream_items) -> dict[str, float]:
         chain = resolve(chain_name)
         ctx = StepContext(header_xml=hdr)
         cumulative: dict[str, float] = {}
@@ -81,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 cumulative[name] += time.perf_counter() - t
                 yield x
 
-        stream = iter(copy.deepcopy(items))
+        stream = iter(copy.deepcopy(stream_items))
         for s in chain.steps:
             stream = timed(s.name, get_step(s.name).fn(stream, s.params, ctx))
         out = list(stream)
@@ -93,24 +135,74 @@ def main(argv: list[str] | None = None) -> int:
         exclusive["TOTAL"] = prev
         return exclusive
 
-    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
-    for n in (8, 16):
-        hdr, items = keep_repeats(n)
-        for chain in ("psir_classic", "psir_moco"):
-            for _ in range(args.runs):
-                rows.setdefault((chain, n), []).append(run_timed(chain, hdr, items))
-    steps = ["noise_prewhiten", "remove_oversampling", "buffer_ir_pd", "coil_maps", "unfold",
-             "moco_average", "psir", "emit_images", "TOTAL"]
-    cols = [(c, n) for n in (8, 16) for c in ("psir_classic", "psir_moco")]
-    print(f"\nper-slice time, median of {args.runs} runs, seconds ({args.coils} coils, "
-          f"{matrix[0]}x{matrix[1]}, R = 2; clinical Gadgetron MOCO: > 5 s/slice)\n")
-    print("| step | " + " | ".join(f"{c} ({n} rep)" for c, n in cols) + " |")
+    times: dict = {}
+    for n in REPEATS:
+        hdr, kept = keep_repeats(n)
+        for chain in CHAINS:
+            times[f"{chain} {n}"] = run_timed(chain, hdr, kept)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--blas-threads", type=int, default=None,
+                    help="CMRECON_BLAS_THREADS for this run (default: the policy's 1; 0: leave BLAS as is)")
+    ap.add_argument("--matrix", default="192x144")
+    ap.add_argument("--coils", type=int, default=16)
+    ap.add_argument("--peer", type=Path, default=None,
+                    help="another checkout to alternate runs with (e.g. a git worktree of a base commit)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.blas_threads is not None:
+        os.environ["CMRECON_BLAS_THREADS"] = str(args.blas_threads)
+    if args.worker:
+        print(json.dumps(worker(args.worker)))
+        return 0
+
+    import numpy as np
+
+    matrix = tuple(int(v) for v in args.matrix.split("x"))
+    with tempfile.TemporaryDirectory(prefix="bench_lge_") as tmp:
+        case = Path(tmp) / "case.pkl"
+        simulate(case, matrix, args.coils)
+        checkouts = {"this": ROOT} | ({"peer": args.peer.resolve()} if args.peer else {})
+        paths = {k: import_dir(v, Path(tmp) / k) for k, v in checkouts.items()}
+        runs: dict[str, list[dict]] = {k: [] for k in checkouts}
+        for r in range(args.runs):
+            for label in checkouts:   # alternate: this, peer, this, peer, ...
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                    [str(paths[label])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(case)],
+                                     env=env, capture_output=True, text=True, cwd=tmp)
+                if out.returncode:
+                    raise SystemExit(f"bench: the {label} run failed:\n{out.stderr[-4000:]}")
+                runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(f"run {r + 1}/{args.runs} {label}: " + ", ".join(
+                    f"{k} {v['TOTAL']:.2f} s" for k, v in runs[label][-1].items()), file=sys.stderr)
+
+    def median(label: str, key: str, step: str) -> float | None:
+        vals = [t[key][step] for t in runs[label] if step in t[key]]
+        return float(np.median(vals)) if vals else None
+
+    cols = [f"{c} {n}" for n in REPEATS for c in CHAINS]
+    what = "this / peer (ratio)" if args.peer else "this checkout"
+    print(f"\nper-slice time, median of {args.runs} runs, seconds, {what} ({args.coils} coils, "
+          f"{matrix[0]}x{matrix[1]}, R = 2; clinical Gadgetron MOCO: > 5 s/slice)"
+          + (f"\npeer: {args.peer}" if args.peer else "") + "\n")
+    print("| step | " + " | ".join(f"{c.split()[0]} ({c.split()[1]} rep)" for c in cols) + " |")
     print("|---|" + "---|" * len(cols))
-    for s in steps:
+    for s in STEPS:
         cells = []
         for key in cols:
-            vals = [r[s] for r in rows[key] if s in r]
-            cells.append(f"{np.median(vals):.3f}" if vals else "–")
+            this = median("this", key, s)
+            if this is None:
+                cells.append("–")
+            elif args.peer and median("peer", key, s):
+                peer = median("peer", key, s)
+                cells.append(f"{this:.3f} / {peer:.3f} ({this / peer:.2f})")
+            else:
+                cells.append(f"{this:.3f}")
         print(f"| {s} | " + " | ".join(cells) + " |")
     return 0
 
