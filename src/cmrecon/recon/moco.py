@@ -1010,17 +1010,20 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
             t_pd = (register_repeat(mp[k], mp[key], w, transform, robust_iterations,
                                     min_rotation_px) if pd_registration == "pd" else t_ir)
         transforms.append((t_ir, t_pd))
+    rigid_pd = [warp(pd[k], transforms[k][1]) for k in range(n)]   # each PD warped once
     if noise_sigma is None:
-        noise_sigma = estimate_noise_sigma([warp(pd[k], transforms[k][1]) for k in range(n)], key, sel)
+        noise_sigma = estimate_noise_sigma(rigid_pd, key, sel)
+    layers = transform == "nonrigid" and nonrigid_model == "layers"
     for k in range(n):
         t_ir, t_pd = transforms[k]
-        wi, wp = warp(ir[k], t_ir), warp(pd[k], t_pd)
-        if transform == "nonrigid" and k != key and nonrigid_model == "layers":
-            if t_ir.angle_rad == 0.0:
-                wi = two_layer_warp(ir[k], mi[key], t_ir.shift, w, noise_sigma=noise_sigma)[0]
-            if t_pd.angle_rad == 0.0:
-                wp = two_layer_warp(pd[k], mp[key], t_pd.shift, w, noise_sigma=noise_sigma)[0]
-        elif transform == "nonrigid" and k != key:
+        if layers and k != key:   # the two-layer warp replaces the rigid one where there is no rotation
+            wi = (two_layer_warp(ir[k], mi[key], t_ir.shift, w, noise_sigma=noise_sigma)[0]
+                  if t_ir.angle_rad == 0.0 else warp(ir[k], t_ir))
+            wp = (two_layer_warp(pd[k], mp[key], t_pd.shift, w, noise_sigma=noise_sigma)[0]
+                  if t_pd.angle_rad == 0.0 else rigid_pd[k])
+        else:
+            wi, wp = warp(ir[k], t_ir), rigid_pd[k]
+        if transform == "nonrigid" and k != key and not layers:
             u = register_demons(np.abs(wp), mp[key], iterations=demons_iterations, smooth_px=1.0)
             wi, wp = warp(wi, None, u), warp(wp, None, u)
         shifts[k], pd_shifts[k], angles[k] = t_ir.shift, t_pd.shift, t_ir.angle_rad
