@@ -49,13 +49,20 @@ HEAVY = (DATA / "sim_cine_r8_kt_2slice.h5", "cine_lps")
 # ------------------------------------------------------------------ the server and what it spends
 
 
+def _end_with_parent() -> None:
+    """In the server's process: SIGTERM when this bench dies (a crashed bench left a server behind)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
 def start_server(log) -> tuple[subprocess.Popen, int]:
     """``cmrecon serve`` with its defaults on a free port, ready (answers a health QUERY)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "cmrecon.cli", "serve", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=log)
+                            stdout=subprocess.DEVNULL, stderr=log, preexec_fn=_end_with_parent)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
