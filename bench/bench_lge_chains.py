@@ -5,7 +5,7 @@
 Simulates one slice with 16 repeats (seed 0) once, then times, per run, every step of
 ``psir_classic`` and ``psir_moco`` as the chain runs them (exclusive time: a stage's time minus
 its upstream's), with 8 and with 16 repeats, and prints medians over ``--runs``. Each run is a
-fresh process reading the same simulated stream, so a run starts from the same memory state.
+fresh process reading the same simulated stream, after one untimed warm-up slice.
 With ``--peer DIR`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``) the runs
 alternate between this checkout and ``DIR`` on the same stream, and each cell reads
 ``this / peer (ratio)``: on a shared machine only a ratio of alternated runs means much. The
@@ -135,6 +135,7 @@ def worker(case_path: str) -> dict:
         exclusive["TOTAL"] = prev
         return exclusive
 
+    run_timed(CHAINS[-1], *keep_repeats(REPEATS[0]))   # warm-up: imports, FFT plans, allocator
     times: dict = {}
     for n in REPEATS:
         hdr, kept = keep_repeats(n)
