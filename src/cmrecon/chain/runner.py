@@ -59,24 +59,67 @@ def _guard(name: str, stage: Iterator[Item]) -> Iterator[Item]:
         raise StepFailure(name, exc) from exc
 
 
+#: The largest real or imaginary part a readout's sample may have (arbitrary units, as received).
+#: No acquisition comes near it: a 24-bit ADC gives at most 2**23 ≈ 8e6 counts, and vendors'
+#: float scalings keep raw samples within about 1e-9 ... 1e8; but a flipped exponent byte turns
+#: a sample into anything up to float32's maximum 3.4e38, which the first sum of squares a
+#: reconstruction takes (noise covariance, whitening, RSS, a norm) overflows to inf, then NaN.
+#: The bound leaves float32 headroom for those sums: with |Re|, |Im| ≤ 1e15, |x|² ≤ 2e30, and a sum
+#: of N ≤ 1e8 such squares (a noise scan of 1e4 readouts × 1e4 samples, or every coil sample of
+#: a slice) stays ≤ 2e38 < 3.4e38. (Whitening multiplies by 1/σ_noise; data whose samples are
+#: that many noise σ are not an acquisition either, and the image check of :func:`run_chain` is
+#: the last line of defence.)
+MAX_SAMPLE = 1e15
+
+
+def _describe(item: ismrmrd.Acquisition) -> str:
+    idx = item.idx
+    kind = "noise " if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) else ""
+    return (f"{kind}readout scan_counter={item.scan_counter} (slice {idx.slice}, set {idx.set}, "
+            f"line {idx.kspace_encode_step_1})")
+
+
 def finite_readouts(items: Iterable[Item]) -> Iterator[Item]:
-    """Pass items on; an acquisition with a NaN or infinite sample is an :class:`InputError`.
+    """Pass items on; an acquisition with a NaN, infinite or huge sample is an :class:`InputError`.
 
     One NaN readout made an all-NaN ``fft_rss`` image, one NaN noise readout constant PSIR
-    images: refused here, before any step, with the readout named.
+    images; a finite sample of ~1e38 (a flipped exponent byte) overflowed in whitening, the FFT
+    and the RSS to NaN/inf images. Refused here, before any step, with the readout named: a
+    real or imaginary part that is not finite or exceeds :data:`MAX_SAMPLE` (see there why).
     """
     for item in items:
         if isinstance(item, ismrmrd.Acquisition):
             data = np.asarray(item.data)
-            if not np.isfinite(data).all():
-                bad = np.argwhere(~np.isfinite(data))
-                idx = item.idx
-                kind = "noise " if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) else ""
+            parts = data.view(data.real.dtype) if np.iscomplexobj(data) and data.flags.c_contiguous else data
+            # one pass each, no temporary; NaN propagates through max and min
+            if parts.size and not max(float(parts.max()), -float(parts.min())) <= MAX_SAMPLE:
+                finite = np.isfinite(data)
+                if not finite.all():
+                    bad = np.argwhere(~finite)
+                    raise InputError(
+                        f"{_describe(item)} has {len(bad)} non-finite sample(s), the first in channel "
+                        f"{bad[0][0]} at sample {bad[0][1]}")
+                big = np.maximum(np.abs(data.real), np.abs(data.imag))
+                worst = np.unravel_index(np.argmax(big), big.shape)
                 raise InputError(
-                    f"{kind}readout scan_counter={item.scan_counter} (slice {idx.slice}, set "
-                    f"{idx.set}, line {idx.kspace_encode_step_1}) has {len(bad)} non-finite "
-                    f"sample(s), the first in channel {bad[0][0]} at sample {bad[0][1]}")
+                    f"{_describe(item)} has {int((big > MAX_SAMPLE).sum())} sample(s) beyond "
+                    f"{MAX_SAMPLE:.0e} in its real or imaginary part (no acquisition holds such values; "
+                    f"a corrupt exponent?), the largest of magnitude {float(abs(data[worst])):.1e} in channel "
+                    f"{worst[0]} at sample {worst[1]}")
         yield item
+
+
+def _finite_image(item: Item, step: str) -> None:
+    """An MRD image leaving the chain with a NaN or infinite pixel: :class:`StepFailure` naming
+    the step that emitted it and the image (slice, index, series).
+    """
+    if isinstance(item, ismrmrd.Image) and np.issubdtype(item.data.dtype, np.inexact):
+        finite = np.isfinite(item.data)
+        if not finite.all():
+            raise StepFailure(step, StepError(
+                f"image {item.image_index} of slice {item.slice} (series {item.image_series_index}, "
+                f"repetition {item.repetition}, phase {item.phase}) has {int(finite.size - finite.sum())} "
+                f"non-finite pixel(s) of {finite.size}; not sent"))
 
 
 def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
@@ -121,6 +164,7 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
             raise StepFailure(last, StepError(
                 f"the chain ends with a {type(item).__name__}, which is not an MRD image, "
                 "acquisition or waveform; add a step that emits images"))
+        _finite_image(item, last)
         yield item
 
 

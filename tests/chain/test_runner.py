@@ -1,0 +1,72 @@
+"""The runner's guards: readouts no acquisition can hold are refused, a non-finite image is an error."""
+
+from __future__ import annotations
+
+import ismrmrd
+import numpy as np
+import pytest
+
+from cmrecon.chain import registry
+from cmrecon.chain.definition import build_chain, resolve
+from cmrecon.chain.registry import NoParams, StepSpec
+from cmrecon.chain.runner import MAX_SAMPLE, StepFailure, run_chain
+from cmrecon.errors import InputError
+from cmrecon.io.mrdfile import iter_items, read_header_xml
+
+from paths import DATA
+
+H5 = DATA / "sim_lge_full.h5"
+
+
+def _items():
+    items = list(iter_items(H5))
+    imaging = [a for a in items if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    noise = [a for a in items if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    return items, imaging, noise
+
+
+def test_a_finite_sample_beyond_the_bound_is_refused_naming_the_readout():
+    """A flipped exponent byte made a finite ~1e38 sample: NaN/inf fft_rss images without a word."""
+    items, imaging, _ = _items()
+    imaging[5].data[2, 7] = 3e38 - 1e38j
+    with pytest.raises(InputError, match=rf"readout scan_counter={imaging[5].scan_counter} .* 1 sample\(s\) "
+                                         r"beyond 1e\+15 .*the largest of magnitude 3\.2e\+38 in channel 2 at sample 7"):
+        list(run_chain(resolve("fft_rss"), read_header_xml(H5), items))
+
+
+def test_a_huge_noise_readout_is_refused_as_a_noise_readout():
+    items, _, noise = _items()
+    noise[0].data[0, 0] = 1e20
+    with pytest.raises(InputError, match=rf"noise readout scan_counter={noise[0].scan_counter} .*beyond"):
+        list(run_chain(resolve("fft_rss"), read_header_xml(H5), items))
+
+
+def test_samples_within_the_bound_reconstruct_to_finite_images():
+    """The bound leaves float32 headroom: a sample at the bound whitens, FFTs and sums to finite pixels."""
+    items, imaging, noise = _items()
+    imaging[5].data[2, 7] = MAX_SAMPLE * (1 + 1j)
+    noise[0].data[0, 0] = MAX_SAMPLE
+    images = list(run_chain(resolve("fft_rss"), read_header_xml(H5), items))
+    assert images and all(np.isfinite(im.data).all() for im in images)
+
+
+def _nan_step(items, params, ctx):
+    """Consume the readouts; emit one finite image and then one with a NaN pixel, of slice 3."""
+    for _ in items:
+        pass
+    for bad in (False, True):
+        img = ismrmrd.Image.from_array(np.ones((8, 8), np.float32))
+        img.data[0, 0, 4, 5] = np.nan if bad else 1.0
+        img.slice, img.image_index = 3, 1 + bad
+        yield img
+
+
+def test_an_image_with_non_finite_pixels_is_an_error_naming_the_step_and_slice(monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "t_nan",
+                        StepSpec("t_nan", NoParams, _nan_step, "n", (ismrmrd.Acquisition,), ismrmrd.Image))
+    items, _, _ = _items()
+    out = []
+    with pytest.raises(StepFailure, match=r"step 't_nan' failed: .*image 2 of slice 3 .*1 non-finite pixel"):
+        for im in run_chain(build_chain("t", [("t_nan", {})]), read_header_xml(H5), items):
+            out.append(im)
+    assert len(out) == 1   # the finite image went out; the NaN one did not
