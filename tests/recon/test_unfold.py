@@ -43,6 +43,7 @@ def _one_at_a_time(k, mask, R, weights, maps, pf_method):
     """The recon of one repeat's coil k-space (coils, ky, kx): GRAPPA, partial Fourier, combination."""
     filled = k if R == 1 else grappa_fill(k, mask, None, R, weights=weights)
     rows = np.any(filled != 0, axis=(0, 2))
+    rows = rows if rows.any() else mask   # an all-zero image: the acquired extent
     return coil_combine(partial_fourier(filled, rows, pf_method), maps)
 
 
@@ -65,3 +66,19 @@ def test_grappa_unfold_of_all_repeats_is_the_per_image_recon(repeats, R, partial
         assert out.shape == (REPEATS,) + SHAPE and out.dtype == np.complex64
         ref = np.stack([_one_at_a_time(k, mask, R, weights, maps, pf_method) for k in data])
         np.testing.assert_allclose(out, ref, rtol=0, atol=TOL_F32 * np.abs(ref).max())
+
+
+def test_images_with_other_filled_extents_get_their_own_partial_fourier(repeats):
+    """An all-zero repeat and one whose first acquired row is zero: each as if reconstructed alone."""
+    ir, pd, maps = repeats
+    mask = _mask(2, 10)
+    ir_u, pd_u = ir * mask[None, None, :, None], pd * mask[None, None, :, None]
+    ir_u[1] = 0
+    pd_u[2, :, np.flatnonzero(mask)[0]] = 0
+    acs = pd[:, :, ACS].mean(axis=0).astype(np.complex64)
+    out = unfold(ir_u, pd_u, maps, mask, 2, acs, partial_fourier_method="homodyne")
+    weights = grappa_weights(acs, 2)
+    for got, data in zip(out, (ir_u, pd_u)):
+        ref = np.stack([_one_at_a_time(k, mask, 2, weights, maps, "homodyne") for k in data])
+        np.testing.assert_allclose(got, ref, rtol=0, atol=TOL_F32 * np.abs(ref).max())
+    assert np.all(out[0][1] == 0)

@@ -19,7 +19,7 @@ from cmrecon.coils.maps import espirit, inati, lowres_images_from_acs, walsh
 from cmrecon.recon.fft import fft2c
 from cmrecon.recon.grappa import grappa_fill, grappa_weights
 from cmrecon.recon.partial_fourier import partial_fourier
-from cmrecon.recon.sense import reduce, sense
+from cmrecon.recon.sense import sense
 
 __all__ = ["DEFAULT_CALIB_ROWS", "calibration_block", "estimate_maps", "unfold"]
 
@@ -122,22 +122,48 @@ def estimate_maps(calib: np.ndarray, shape: tuple[int, int], method: str = "inat
 # ----------------------------------------------------------------------------- unfolding
 
 
-def _filled_rows(kspace: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Rows ``(..., ky)`` bool holding any non-zero sample of each image; ``fallback`` for an empty image."""
-    rows = np.any(kspace != 0, axis=(-3, -1))
-    rows[~rows.any(axis=-1)] = fallback
-    return rows
+def _row_extent(kspace: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Rows ``(n, ky)`` bool of a batch ``(n, coils, ky, kx)``: True from the first to the last row
+    holding a non-zero sample of each image (all that :func:`partial_fourier` reads of its mask);
+    the extent of ``fallback`` for an all-zero image.
+
+    Scans rows inwards from each edge until every image has a non-zero one (one row each in
+    practice) instead of testing every sample.
+    """
+    n, ky = len(kspace), kspace.shape[-2]
+
+    def first_nonzero(order) -> np.ndarray:
+        found = np.full(n, -1)
+        for r in order:
+            found[(found < 0) & np.any(kspace[:, :, r] != 0, axis=(1, 2))] = r
+            if (found >= 0).all():
+                break
+        return found
+
+    first, last = first_nonzero(range(ky)), first_nonzero(range(ky - 1, -1, -1))
+    fb = np.flatnonzero(fallback)
+    if fb.size:
+        first[first < 0], last[last < 0] = fb[0], fb[-1]
+    rows = np.arange(ky)
+    return (rows >= first[:, None]) & (rows <= last[:, None]) & (first[:, None] >= 0)
 
 
-def _combine(images: np.ndarray, maps: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def _combination_weights(maps: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, ...]:
+    """``(conj(S), Σ_c |S_c|², Σ_c |S_c|² > eps)`` of ``(coils, y, x)`` maps, once per slice for :func:`_combine`."""
+    den = np.sum(np.abs(maps) ** 2, axis=0)
+    return maps.conj(), den, den > eps
+
+
+def _combine(images: np.ndarray, weights: tuple[np.ndarray, ...]) -> np.ndarray:
     """:func:`cmrecon.recon.sense.coil_combine` of a batch ``(n, coils, y, x)`` with one set of maps.
 
     ``Σ_c conj(S_c)·x_c / Σ_c |S_c|²`` (0 where ``Σ|S|² <= eps``), the same float32 operations in
-    the same order as ``coil_combine`` per image.
+    the same order as ``coil_combine`` per image (the numerator is :func:`sense.reduce
+    <cmrecon.recon.sense.reduce>` with the conjugate taken once per slice).
     """
-    den = np.sum(np.abs(maps) ** 2, axis=0)
-    num = reduce(images, maps)[:, 0]
-    return np.where(den > eps, num / np.where(den > eps, den, 1.0), 0).astype(np.complex64)
+    conj_maps, den, inside = weights
+    num = np.sum(conj_maps * images, axis=-3)
+    return np.where(inside, num / np.where(inside, den, 1.0), 0).astype(np.complex64)
 
 
 def _set_major(ir: np.ndarray, pd: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -150,21 +176,21 @@ def _set_major(ir: np.ndarray, pd: np.ndarray, start: int, stop: int) -> np.ndar
     return np.concatenate((ir[start:], pd[:stop - n]))
 
 
-def _grappa_images(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: int,
-                   weights, partial_fourier_method: str) -> np.ndarray:
+def _grappa_images(kspace: np.ndarray, combination: tuple[np.ndarray, ...], mask_pe: np.ndarray,
+                   R: int, weights, partial_fourier_method: str) -> np.ndarray:
     """GRAPPA, partial Fourier and coil combination of a batch ``(n, coils, ky, kx)`` → ``(n, y, x)``.
 
-    One operation each over the whole batch; images whose filled rows differ (they share the
-    mask, so only an all-zero image can) go through partial Fourier as separate groups.
+    One operation each over the whole batch; images whose filled extents differ (they share the
+    mask, so only a zero edge row can make them) go through partial Fourier as separate groups.
     """
     filled = kspace if R == 1 else grappa_fill(kspace, mask_pe, None, R, weights=weights)
-    rows = _filled_rows(filled, mask_pe)
+    rows = _row_extent(filled, mask_pe)
     out = np.empty((len(filled),) + filled.shape[-2:], np.complex64)
     patterns, group = np.unique(rows, axis=0, return_inverse=True)
     for g, pattern in enumerate(patterns):
         sel = np.flatnonzero(group.ravel() == g)
         part = filled if len(patterns) == 1 else filled[sel]
-        out[sel] = _combine(partial_fourier(part, pattern, partial_fourier_method), maps)
+        out[sel] = _combine(partial_fourier(part, pattern, partial_fourier_method), combination)
     return out
 
 
@@ -233,10 +259,11 @@ def unfold(ir_kspace: np.ndarray, pd_kspace: np.ndarray, maps: np.ndarray, mask_
             weights = grappa_weights(acs, R, tuple(grappa_kernel), grappa_lam)
         # the repeats' IR then PD images in batches: one GRAPPA fill, FFT and combination each
         out = np.empty((2 * n, ky, kx), np.complex64)
+        combination = _combination_weights(maps)
         step = max(1, batch_bytes // (nc * ky * kx * np.dtype(np.complex64).itemsize))
         for start in range(0, 2 * n, step):
             stop = min(start + step, 2 * n)
-            out[start:stop] = _grappa_images(_set_major(ir_kspace, pd_kspace, start, stop), maps,
+            out[start:stop] = _grappa_images(_set_major(ir_kspace, pd_kspace, start, stop), combination,
                                              mask_pe, R, weights, partial_fourier_method)
         out = out.reshape(2, n, ky, kx)
     elif method == "sense":
