@@ -1,6 +1,6 @@
 """Per-slice time of each classical LGE step and chain (16 coils, 192×144, R = 2).
 
-    python bench/bench_lge_chains.py [--runs 3] [--blas-threads 1] [--peer DIR]
+    python bench/bench_lge_chains.py [--runs 3] [--blas-threads 1] [--peer DIR] [--clock cpu]
 
 Simulates one slice with 16 repeats (seed 0) once, then times, per run, every step of
 ``psir_classic`` and ``psir_moco`` as the chain runs them (exclusive time: a stage's time minus
@@ -67,7 +67,7 @@ def simulate(path: Path, matrix: tuple[int, int], coils: int) -> None:
           f"{os.environ.get('CMRECON_BLAS_THREADS', 'unset: 1')})", file=sys.stderr)
 
 
-def worker(case_path: str) -> dict:
+def worker(case_path: str, clock_name: str) -> dict:
     """One run of every (chain, repeats) on the pickled stream, with whichever cmrecon imports first."""
     import copy
     import logging
@@ -83,6 +83,7 @@ def worker(case_path: str) -> dict:
 
     configure(Settings.build())  # as cmrecon's process entry does
     logging.getLogger("cmrecon").setLevel(logging.WARNING)
+    clock = time.perf_counter if clock_name == "wall" else time.process_time
     with open(case_path, "rb") as f:
         header_xml, raw = pickle.load(f)
     items = []
@@ -114,13 +115,13 @@ def worker(case_path: str) -> dict:
         def timed(name, gen):
             cumulative[name] = 0.0
             while True:
-                t = time.perf_counter()
+                t = clock()
                 try:
                     x = next(gen)
                 except StopIteration:
-                    cumulative[name] += time.perf_counter() - t
+                    cumulative[name] += clock() - t
                     return
-                cumulative[name] += time.perf_counter() - t
+                cumulative[name] += clock() - t
                 yield x
 
         stream = iter(copy.deepcopy(stream_items))
@@ -153,12 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coils", type=int, default=16)
     ap.add_argument("--peer", type=Path, default=None,
                     help="another checkout to alternate runs with (e.g. a git worktree of a base commit)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time; cpu: the process's CPU time (less sensitive to other "
+                         "processes on a shared machine; equal to wall for single-threaded steps)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.blas_threads is not None:
         os.environ["CMRECON_BLAS_THREADS"] = str(args.blas_threads)
     if args.worker:
-        print(json.dumps(worker(args.worker)))
+        print(json.dumps(worker(args.worker, args.clock)))
         return 0
 
     import numpy as np
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             for label in checkouts:   # alternate: this, peer, this, peer, ...
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                     [str(paths[label])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(case)],
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(case),
+                                      "--clock", args.clock],
                                      env=env, capture_output=True, text=True, cwd=tmp)
                 if out.returncode:
                     raise SystemExit(f"bench: the {label} run failed:\n{out.stderr[-4000:]}")
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cols = [f"{c} {n}" for n in REPEATS for c in CHAINS]
     what = "this / peer (ratio)" if args.peer else "this checkout"
-    print(f"\nper-slice time, median of {args.runs} runs, seconds, {what} ({args.coils} coils, "
+    print(f"\nper-slice {args.clock} time, median of {args.runs} runs, seconds, {what} ({args.coils} coils, "
           f"{matrix[0]}x{matrix[1]}, R = 2; clinical Gadgetron MOCO: > 5 s/slice)"
           + (f"\npeer: {args.peer}" if args.peer else "") + "\n")
     print("| step | " + " | ".join(f"{c.split()[0]} ({c.split()[1]} rep)" for c in cols) + " |")
