@@ -171,6 +171,8 @@ def _recon(mk: CineMapped, method: str, ctx: StepContext,
     """Run ``fn(kspace, maps, mask) -> (images (T, ky, kx), provenance)``, crop, log the time.
 
     The time goes to the log only: image meta stays a function of the data (golden outputs).
+    The iterative ``fn`` pass ``ctx.cancelled`` to their numerics as ``should_stop``: when the
+    session's client is gone they stop within one iteration (:class:`~cmrecon.errors.Cancelled`).
     """
     k = mk.kspace
     t0 = time.perf_counter()
@@ -199,7 +201,7 @@ def cine_sense(mk: CineMapped, params: CineSenseParams, ctx: StepContext) -> Cin
 
     def run(kspace, maps, mask):
         return sense_fn(kspace, maps, mask, lam=params.lam, iterations=params.iterations,
-                        tol=params.tol), {"lam": params.lam}
+                        tol=params.tol, should_stop=ctx.cancelled), {"lam": params.lam}
     return _recon(mk, "cine_sense", ctx, run)
 
 
@@ -226,7 +228,8 @@ def cine_lps(mk: CineMapped, params: CineLpsParams, ctx: StepContext) -> CineIma
 
     def run(kspace, maps, mask):
         res = lps(kspace, maps, mask, lambda_l=params.lambda_l, lambda_s=params.lambda_s,
-                  iterations=params.iterations, tol=params.tol, method=params.method)
+                  iterations=params.iterations, tol=params.tol, method=params.method,
+                  should_stop=ctx.cancelled)
         return res.images, {"iterations": int(res.iterations), "method": params.method}
     return _recon(mk, "cine_lps", ctx, run)
 
@@ -295,7 +298,7 @@ def cine_inr(mk: CineMapped, params: CineInrParams, ctx: StepContext) -> CineIma
                      params.iterations, loss, elapsed)
 
     def run(kspace, maps, mask):
-        res = fit_inr(kspace, maps, mask, inr, progress=progress, device=device)
+        res = fit_inr(kspace, maps, mask, inr, progress=progress, device=device, should_stop=ctx.cancelled)
         return res.images, {"iterations": int(res.iterations), "stopped_by": res.stopped_by,
                             "device": device.type}
     return _recon(mk, "cine_inr", ctx, run)

@@ -1,6 +1,10 @@
-"""The runner's guards: readouts no acquisition can hold are refused, a non-finite image is an error."""
+"""The runner's guards: readouts no acquisition can hold are refused, a non-finite image is an error,
+and the session's cancel flag reaches the steps.
+"""
 
 from __future__ import annotations
+
+import threading
 
 import ismrmrd
 import numpy as np
@@ -8,9 +12,9 @@ import pytest
 
 from cmrecon.chain import registry
 from cmrecon.chain.definition import build_chain, resolve
-from cmrecon.chain.registry import NoParams, StepSpec
+from cmrecon.chain.registry import NoParams, StepContext, StepSpec
 from cmrecon.chain.runner import MAX_SAMPLE, StepFailure, run_chain
-from cmrecon.errors import InputError
+from cmrecon.errors import Cancelled, InputError
 from cmrecon.io.mrdfile import iter_items, read_header_xml
 
 from paths import DATA
@@ -70,3 +74,23 @@ def test_an_image_with_non_finite_pixels_is_an_error_naming_the_step_and_slice(m
         for im in run_chain(build_chain("t", [("t_nan", {})]), read_header_xml(H5), items):
             out.append(im)
     assert len(out) == 1   # the finite image went out; the NaN one did not
+
+def test_steps_see_the_sessions_cancel_flag(monkeypatch):
+    seen = []
+
+    def step(items, params, ctx):
+        for item in items:
+            yield item
+            seen.append(ctx.cancelled())   # what a step's numerics would ask between iterations
+
+    monkeypatch.setitem(registry._REGISTRY, "t_look",
+                        StepSpec("t_look", NoParams, step, "l", (), registry.Same))
+    cancel = threading.Event()
+    items, _, _ = _items()
+    chain = build_chain("t", [("t_look", {})])
+    with pytest.raises(Cancelled):
+        for i, _ in enumerate(run_chain(chain, read_header_xml(H5), items, cancel=cancel)):
+            if i == 2:
+                cancel.set()
+    assert seen == [False, False, True]
+    assert not StepContext(header_xml=b"").cancelled()   # no flag: never cancelled

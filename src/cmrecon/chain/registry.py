@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -28,17 +29,27 @@ Item = Any  # ismrmrd.Acquisition | ismrmrd.Waveform | ismrmrd.Image | a product
 
 @dataclass
 class StepContext:
-    """What every step of one stream sees: the raw ISMRMRD header, a logger, the memory budget.
+    """What every step of one stream sees: the raw ISMRMRD header, a logger, the memory budget,
+    the session's cancel flag.
 
     ``header_xml`` holds the bytes as received; :attr:`header` parses them on first use.
     ``budget`` is the session's :class:`~cmrecon.recon.budget.MemoryBudget`, shared by the
-    buffering steps (unlimited unless the runner was given limits).
+    buffering steps (unlimited unless the runner was given limits). ``cancel`` is set when the
+    session's client is gone (:func:`cmrecon.chain.runner.run_chain`); the runner stops the chain
+    at its next item, and a step whose numerics iterate within one item passes
+    :meth:`cancelled` to them as their ``should_stop`` (they raise
+    :class:`~cmrecon.errors.Cancelled` at their next iteration).
     """
 
     header_xml: bytes
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("cmrecon.chain"))
     budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(None))
+    cancel: threading.Event | None = None
     _header: Any = None
+
+    def cancelled(self) -> bool:
+        """Whether the session's client is gone (False when the stream has no cancel flag)."""
+        return self.cancel is not None and self.cancel.is_set()
 
     @property
     def header(self) -> ismrmrd.xsd.ismrmrdHeader:

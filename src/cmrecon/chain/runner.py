@@ -135,7 +135,10 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
     limits : what the header and readouts may claim (default :class:`SessionLimits`); checked
         before the first step runs.
     cancel : set when the client is gone: every step stops at its next item boundary (between
-        readouts, between slices) with :class:`Cancelled`.
+        readouts, between slices) with :class:`Cancelled`; steps see it as
+        :meth:`StepContext.cancelled`, and the iterative reconstructions (``cine_sense``,
+        ``cine_lps``, ``cine_inr``) check it once per iteration, so a slice's reconstruction
+        stops within one iteration.
 
     Yields
     ------
@@ -152,7 +155,8 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
     """
     limits = limits or SessionLimits()
     ctx = StepContext(header_xml=header_xml, log=log or logging.getLogger("cmrecon.chain"),
-                      budget=MemoryBudget(limits.max_buffer_mb << 20, "cmrecon serve --max-buffer-mb"))
+                      budget=MemoryBudget(limits.max_buffer_mb << 20, "cmrecon serve --max-buffer-mb"),
+                      cancel=cancel)
     counts = header_counts(header_xml, limits)   # before any step allocates from the header
     stream: Iterator[Item] = _until_cancelled("reading", finite_readouts(within_limits(items, counts, limits)), cancel)
     for step in chain.steps:

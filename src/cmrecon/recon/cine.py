@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from cmrecon.errors import Cancelled
 from cmrecon.recon.operators import LinearOp, sense_operator
 
 __all__ = ["CineGram", "LpsResult", "cine_encoding", "cine_sense", "lps"]
@@ -71,6 +73,16 @@ def _check(kspace, maps, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if mask.dtype != bool:
         raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
     return kspace.astype(np.complex64), maps.astype(np.complex64), mask
+
+
+#: ``should_stop()``: asked once per iteration, before it; True stops the iterations with
+#: :class:`~cmrecon.errors.Cancelled` (a server passes its session's cancel flag).
+ShouldStop = Callable[[], bool]
+
+
+def _stop_if_asked(should_stop: ShouldStop | None, what: str, done: int, iterations: int) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled(f"{what} stopped as asked after {done} of at most {iterations} iterations")
 
 
 def _check_iterations(iterations, tol) -> None:
@@ -183,7 +195,8 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def cine_sense(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lam: float = 1e-3,
-               iterations: int = 30, tol: float = 1e-6, device: str | torch.device = "cpu") -> np.ndarray:
+               iterations: int = 30, tol: float = 1e-6, device: str | torch.device = "cpu",
+               should_stop: ShouldStop | None = None) -> np.ndarray:
     """Per-phase CG-SENSE: each phase solves ``(E_t^H E_t + λI) ρ_t = E_t^H d_t`` on its own.
 
     The phases run as one batch, but every phase has its own conjugate-gradient step sizes and
@@ -207,6 +220,8 @@ def cine_sense(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lam: floa
         A phase stops when its residual norm falls below ``tol`` times its initial one.
     device : str or torch.device
         Where to compute (``cpu``; ``cuda`` when available).
+    should_stop : callable() -> bool, optional
+        Asked before every iteration; True stops with :class:`~cmrecon.errors.Cancelled`.
 
     Returns
     -------
@@ -218,6 +233,8 @@ def cine_sense(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lam: floa
     ValueError
         Shapes that disagree (the message names the arrays), a non-boolean mask, a negative
         ``lam``, ``iterations`` or ``tol``.
+    Cancelled
+        ``should_stop()`` returned True.
 
     References
     ----------
@@ -232,10 +249,11 @@ def cine_sense(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lam: floa
     p = r.clone()
     rr = _dot(r, r)
     stop = tol * torch.sqrt(rr)
-    for _ in range(int(iterations)):
+    for done in range(int(iterations)):
         active = torch.sqrt(rr) > stop
         if not bool(active.any()):
             break
+        _stop_if_asked(should_stop, "per-phase CG-SENSE", done, iterations)
         q = gram(p) + lam * p
         pq = _dot(p, q)
         alpha = torch.where(active & (pq > 0), rr / torch.where(pq > 0, pq, 1), 0)[:, None, None]
@@ -317,10 +335,12 @@ def _relative_change(new: torch.Tensor, old: torch.Tensor) -> float:
 
 
 def _lps_ist(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, iterations: int,
-             tol: float, callback=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+             tol: float, callback=None, should_stop: ShouldStop | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Otazo's iterative soft thresholding (``lps_ist``), a proximal gradient step of 1.
 
-    ``callback(k, L, S)``, when given, sees the work-frame iterates after iteration ``k``.
+    ``callback(k, L, S)``, when given, sees the work-frame iterates after iteration ``k``;
+    ``should_stop`` is asked before every iteration (:class:`~cmrecon.errors.Cancelled`).
     """
     m = b.clone()
     l_prev = m
@@ -328,6 +348,7 @@ def _lps_ist(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, 
     low = m
     done = 0
     while done < iterations:
+        _stop_if_asked(should_stop, "L+S (ist)", done, iterations)
         done += 1
         m_prev = m
         low = _svt(m - s, lambda_l)        # threshold λ_L·σ_1(M − S)
@@ -343,7 +364,8 @@ def _lps_ist(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, 
 
 
 def _lps_pogm(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float, iterations: int,
-              tol: float, callback=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+              tol: float, callback=None, should_stop: ShouldStop | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """L+S by POGM with gradient restart on the stacked variable ``(L, S)`` (Lin & Fessler 2019).
 
     The data term ``½||E(L + S) − d||²`` has a gradient ``(g, g)``, ``g = E^H(E(L + S) − d)``,
@@ -351,8 +373,8 @@ def _lps_pogm(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float,
     a POGM step with weight ``ζ`` thresholds by ``ζ·λ``. Otazo's relative threshold is kept
     consistent with IST: ``λ_L · σ_1(L − g)``, the largest singular value of what IST would
     threshold at the current point, so both methods share the fixed point
-    ``L = SVT_{λ_L σ_1(L − g)}(L − g)``, ``S = T^H soft_{λ_S}(T(S − g))``. ``callback`` as
-    in :func:`_lps_ist` (with the secondary iterate ``x_k``, the one returned).
+    ``L = SVT_{λ_L σ_1(L − g)}(L − g)``, ``S = T^H soft_{λ_S}(T(S − g))``. ``callback`` and
+    ``should_stop`` as in :func:`_lps_ist` (with the secondary iterate ``x_k``, the one returned).
     """
     alpha = 0.5
     # stacked iterates: index 0 is L, 1 is S; start of Lin & Fessler: L = E^H d, S = 0
@@ -362,6 +384,7 @@ def _lps_pogm(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float,
     m_prev = None
     done = 0
     for k in range(iterations + 1):
+        _stop_if_asked(should_stop, "L+S (pogm)", done, iterations)
         g = gram(x[0] + x[1]) - b
         m = x[0] + x[1] - g              # IST's point: the stopping rule is Otazo's
         if m_prev is not None and _relative_change(m, m_prev) < tol:
@@ -394,7 +417,7 @@ def _lps_pogm(gram: CineGram, b: torch.Tensor, lambda_l: float, lambda_s: float,
 
 def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float = 0.01,
         lambda_s: float = 0.0025, iterations: int = 50, tol: float = 0.0025, method: str = "ist",
-        device: str | torch.device = "cpu") -> LpsResult:
+        device: str | torch.device = "cpu", should_stop: ShouldStop | None = None) -> LpsResult:
     """Low rank + sparse reconstruction of all phases jointly (Otazo 2015).
 
     Minimises ``½||E(L + S) − d||² + λ_L' ||L||_* + λ_S ||T S||_1`` with ``||L||_*`` the nuclear
@@ -437,6 +460,8 @@ def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float 
     method : {"ist", "pogm"}
     device : str or torch.device
         Where to compute (``cpu``; ``cuda`` when available).
+    should_stop : callable() -> bool, optional
+        Asked before every iteration; True stops with :class:`~cmrecon.errors.Cancelled`.
 
     Returns
     -------
@@ -449,6 +474,8 @@ def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float 
     ValueError
         Shapes that disagree (the message names the arrays), a non-boolean mask, maps with
         ``Σ_c |S_c|² > 1.01`` somewhere, parameters out of range, an unknown ``method``.
+    Cancelled
+        ``should_stop()`` returned True.
 
     References
     ----------
@@ -473,6 +500,7 @@ def lps(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, lambda_l: float 
         zero = np.zeros(np.shape(kspace)[:1] + np.shape(kspace)[2:], np.complex64)
         return LpsResult(zero, zero.copy(), zero.copy(), 0, 0.0)
     run = _lps_ist if method == "ist" else _lps_pogm
-    low, sparse, done = run(gram, b / scale, float(lambda_l), float(lambda_s), int(iterations), float(tol))
+    low, sparse, done = run(gram, b / scale, float(lambda_l), float(lambda_s), int(iterations), float(tol),
+                            should_stop=should_stop)
     low, sparse = CineGram.from_work(low * scale), CineGram.from_work(sparse * scale)
     return LpsResult(low.cpu().numpy(), sparse.cpu().numpy(), (low + sparse).cpu().numpy(), done, scale)

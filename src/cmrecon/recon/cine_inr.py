@@ -67,6 +67,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cmrecon.errors import Cancelled
 from cmrecon.recon.fft import ifft2c
 
 __all__ = ["InrParams", "InrResult", "DenseGridEncoder", "SampledSense", "fit_inr",
@@ -437,7 +438,8 @@ def unlocked_levels(iteration: int, params: InrParams) -> int:
 
 
 def fit_inr(kspace, maps, mask, params: InrParams = InrParams(), progress: Progress | None = None,
-            device="cpu", clock: Callable[[], float] = time.monotonic) -> InrResult:
+            device="cpu", clock: Callable[[], float] = time.monotonic,
+            should_stop: Callable[[], bool] | None = None) -> InrResult:
     """Fit a spatiotemporal INR to one cine slice's sampled k-space; return its images.
 
     Minimises, over the grid features and MLP weights of the representation ``x(t, y, x)``,
@@ -469,6 +471,9 @@ def fit_inr(kspace, maps, mask, params: InrParams = InrParams(), progress: Progr
         Where to fit (``"cpu"``, ``"cuda"``); results come back as numpy arrays.
     clock : callable returning seconds
         Time source of the budget (``time.monotonic``; tests inject a fake one).
+    should_stop : callable() -> bool, optional
+        Asked before every iteration; True stops the fit with :class:`~cmrecon.errors.Cancelled`
+        (no images: a server passes its session's cancel flag).
 
     Returns
     -------
@@ -480,6 +485,8 @@ def fit_inr(kspace, maps, mask, params: InrParams = InrParams(), progress: Progr
     ValueError
         Shapes or dtypes of ``kspace``, ``maps``, ``mask`` that do not match (named), no sampled
         row, non-finite data, or no signal in the sampled data.
+    Cancelled
+        ``should_stop()`` returned True.
 
     Notes
     -----
@@ -539,6 +546,8 @@ def fit_inr(kspace, maps, mask, params: InrParams = InrParams(), progress: Progr
     it = 0
     stopped_by = "iterations"
     while it < params.iterations:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"INR fit stopped as asked after {it} of at most {params.iterations} iterations")
         if it == halve_at and it > 0:
             for group in opt.param_groups:
                 group["lr"] *= 0.5

@@ -21,8 +21,11 @@ k-space trajectories. MRM 2001;46:638-651 (CG-SENSE).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
+from cmrecon.errors import Cancelled
 from cmrecon.recon.fft import fft2c, ifft2c
 from cmrecon.recon.grappa import lattice_offset
 from cmrecon.recon.namespace import array_namespace
@@ -199,7 +202,8 @@ def sense_unfold(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: i
 
 
 def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: float = 1e-3,
-             iterations: int = 30, tol: float = 1e-6, x0: np.ndarray | None = None) -> np.ndarray:
+             iterations: int = 30, tol: float = 1e-6, x0: np.ndarray | None = None,
+             should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """CG-SENSE: conjugate gradients on the regularised normal equations, any row mask.
 
     Solves ``(E^H E + λI) ρ = E^H y`` with ``E ρ = M·F(S ρ)``.
@@ -220,6 +224,9 @@ def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: flo
         Stop when the residual norm falls below ``tol`` times the initial one.
     x0 : (y, x) complex64, optional
         Starting image (zero when None).
+    should_stop : callable() -> bool, optional
+        Asked before every iteration; True stops with :class:`~cmrecon.errors.Cancelled`
+        (a server passes its session's cancel flag).
 
     Returns
     -------
@@ -230,6 +237,8 @@ def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: flo
     ------
     ValueError
         Shape mismatches or negative ``lam``.
+    Cancelled
+        ``should_stop()`` returned True.
 
     References
     ----------
@@ -250,9 +259,11 @@ def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: flo
     p = r.copy()
     rr = float(np.vdot(r, r).real)
     r0 = np.sqrt(rr) + 1e-30
-    for _ in range(iterations):
+    for done in range(iterations):
         if np.sqrt(rr) < tol * r0:
             break
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"CG-SENSE stopped as asked after {done} of at most {iterations} iterations")
         q = normal(p)
         alpha = rr / float(np.vdot(p, q).real)
         x = x + alpha * p
@@ -264,7 +275,8 @@ def cg_sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, lam: flo
 
 
 def sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: int,
-          lam: float = 1e-3, method: str = "auto", iterations: int = 30) -> np.ndarray:
+          lam: float = 1e-3, method: str = "auto", iterations: int = 30,
+          should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """SENSE reconstruction of the coil-combined image: unfolding when possible, else CG.
 
     Parameters
@@ -284,6 +296,8 @@ def sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: int,
         else runs CG-SENSE.
     iterations : int
         CG iterations.
+    should_stop : callable() -> bool, optional
+        Passed to :func:`cg_sense` (unfolding is one direct solve and does not ask it).
 
     Returns
     -------
@@ -293,6 +307,8 @@ def sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: int,
     ------
     ValueError
         Unknown ``method``, or see :func:`sense_unfold` / :func:`cg_sense`.
+    Cancelled
+        ``should_stop()`` returned True during CG-SENSE.
 
     References
     ----------
@@ -309,4 +325,4 @@ def sense(kspace: np.ndarray, maps: np.ndarray, mask_pe: np.ndarray, R: int,
         method = "unfold" if (ny % R == 0 and np.array_equal(lattice, mask_pe)) else "cg"
     if method == "unfold":
         return sense_unfold(kspace, maps, mask_pe, R, lam)
-    return cg_sense(kspace, maps, mask_pe, lam, iterations)
+    return cg_sense(kspace, maps, mask_pe, lam, iterations, should_stop=should_stop)
