@@ -16,7 +16,9 @@ class InputError(CmreconError):
 
 
 class Cancelled(CmreconError):
-    """The session's client went away; the chain stopped at the next item boundary."""
+    """The session's client went away: the chain stopped at the next item boundary, or inside a
+    long iterative step at its next iteration (StepContext.cancelled).
+    """
 
 
 class ChainError(CmreconError):
