@@ -15,6 +15,23 @@ clinical Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
 (cmrecon.runtime; default 1, 0 leaves BLAS as the libraries set it): multithreaded OpenBLAS
 makes the many tiny per-readout matrix products of ``noise_prewhiten`` tens of times slower on a
 small, busy machine (see docs/results.md).
+
+Result (issue 15, ``--runs 5 --blas-threads 1 --clock cpu --peer`` a worktree of 85fb243, the
+commit before the batched GRAPPA; 2 shared cores at load 2-4; this / peer (ratio), CPU s)::
+
+    | step                | psir_classic 8 rep   | psir_moco 8 rep      | psir_classic 16 rep  | psir_moco 16 rep     |
+    | noise_prewhiten     | 0.079 / 0.076 (1.04) | 0.088 / 0.082 (1.07) | 0.165 / 0.162 (1.02) | 0.163 / 0.169 (0.97) |
+    | remove_oversampling | 0.152 / 0.228 (0.67) | 0.169 / 0.232 (0.73) | 0.308 / 0.456 (0.67) | 0.312 / 0.483 (0.65) |
+    | buffer_ir_pd        | 0.118 / 0.106 (1.11) | 0.137 / 0.125 (1.10) | 0.383 / 0.320 (1.20) | 0.244 / 0.253 (0.97) |
+    | coil_maps           | 0.057 / 0.053 (1.09) | 0.054 / 0.053 (1.02) | 0.055 / 0.051 (1.08) | 0.053 / 0.054 (0.98) |
+    | unfold              | 0.432 / 0.744 (0.58) | 0.414 / 0.768 (0.54) | 0.697 / 1.277 (0.55) | 0.698 / 1.377 (0.51) |
+    | moco_average        | –                    | 0.961 / 1.812 (0.53) | –                    | 1.962 / 3.539 (0.55) |
+    | psir                | 0.004 / 0.003 (1.23) | 0.002 / 0.002 (1.14) | 0.005 / 0.005 (1.15) | 0.002 / 0.002 (1.00) |
+    | emit_images         | 0.002 / 0.002 (1.10) | 0.002 / 0.002 (1.20) | 0.002 / 0.002 (1.10) | 0.002 / 0.002 (0.95) |
+    | TOTAL               | 0.830 / 1.279 (0.65) | 1.864 / 3.078 (0.61) | 1.591 / 2.225 (0.72) | 3.498 / 5.705 (0.61) |
+
+Unchanged steps read 0.97-1.23 (the noise of the shared machine); wall clock, median of 5 at
+load 3.5-4.5: psir_classic 1.45 / 1.93 s and psir_moco 2.91 / 4.95 s at 8 repeats.
 """
 
 from __future__ import annotations
