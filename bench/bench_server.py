@@ -2,17 +2,23 @@
 
 Stream: 16 coils, 256 samples per readout (2x oversampled 128 matrix), 128 lines per slice.
 Peer: the same bytes decoded by a minimal loop over the `ismrmrd` package's own
-ProtocolDeserializer, in the same process (ratio = ours / peer throughput).
+ProtocolDeserializer, in the same process (ratio = ours / peer throughput); over loopback ours
+reads through the server's SocketStream. End to end: `cmrecon replay` in-process against the same
+replay to a server in a thread of this process and to a `cmrecon serve` process; runs alternate.
+One BLAS thread, as `cmrecon` sets it.
 
-Run:  .venv/bin/python bench/bench_server.py [--slices 8] [--repeats 5]
+Run:  .venv/bin/python bench/bench_server.py [--slices 8] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import re
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,8 +32,9 @@ import numpy as np
 
 from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import write_dataset
+from cmrecon.runtime import Settings, configure
 from cmrecon.server.client import replay_in_process, replay_remote
-from cmrecon.server.tcp import MrdServer
+from cmrecon.server.tcp import MrdServer, SocketStream
 
 COILS, SAMPLES, LINES = 16, 256, 128
 
@@ -80,6 +87,10 @@ def decode_ismrmrd(stream) -> int:
 
 
 def over_loopback(payload: bytes, decode) -> float:
+    """Seconds to receive and decode ``payload`` sent by a thread over a loopback socket.
+
+    Ours reads through the server's own :class:`SocketStream`; ismrmrd's through ``makefile``.
+    """
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -91,72 +102,97 @@ def over_loopback(payload: bytes, decode) -> float:
     t0 = time.perf_counter()
     t.start()
     conn, _ = srv.accept()
-    decode(conn.makefile("rb"))
+    stream = SocketStream(conn, 60.0) if decode is decode_ours else conn.makefile("rb")
+    decode(stream)
     dt = time.perf_counter() - t0
+    if decode is not decode_ours:
+        stream.close()
     conn.close()
     srv.close()
     t.join()
     return dt
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def alternate(runs: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each named run, the runs taking turns ``repeats`` times."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in runs.items():
+            times[name].append(timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@contextlib.contextmanager
+def serve_process(*extra: str):
+    """``cmrecon serve --port 0`` in its own process (as deployed); yields ``(port, pid)``."""
+    proc = subprocess.Popen([sys.executable, "-m", "cmrecon.cli", "--log-level", "WARNING", "serve", "--port", "0",
+                             *extra], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        match = re.search(r"listening on [^:]+:(\d+)", line)
+        if not match:
+            raise RuntimeError(f"cmrecon serve did not start: {line}{proc.stderr.read()}")
+        threading.Thread(target=proc.stderr.read, daemon=True).start()   # keep its log flowing
+        yield int(match.group(1)), proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stderr.close()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    configure(Settings.build())   # as cmrecon's main does: one BLAS thread (OpenBLAS spinning made
+    #                               prewhitening 10x slower when the client's threads share the cores)
     rng = np.random.default_rng(0)
     hdr = header_xml(args.slices)
     acqs = readouts(args.slices, rng)
-    buf = io.BytesIO()
-    w = P.MessageWriter(buf)
-    for a in acqs:
-        w.write(a)
-    w.write(P.Close())
-    payload = buf.getvalue()
+    payload = b"".join(P.encode(a) for a in acqs) + P.encode(P.Close())
     n, mb = len(acqs), len(payload) / 2**20
-    print(f"stream: {n} readouts, {COILS} coils x {SAMPLES} samples, {mb:.1f} MB; median of {args.repeats}",
-          file=sys.stderr)
-    rows = []
-    for label, fn in [("decode in memory", lambda d: (lambda: d(io.BytesIO(payload)))),
-                      ("decode over loopback TCP", None)]:
-        if fn is not None:
-            ours = median_time(fn(decode_ours), args.repeats)
-            peer = median_time(fn(decode_ismrmrd), args.repeats)
-        else:
-            ours = statistics.median(over_loopback(payload, decode_ours) for _ in range(args.repeats))
-            peer = statistics.median(over_loopback(payload, decode_ismrmrd) for _ in range(args.repeats))
-        rows.append((label, n / ours, mb / ours, n / peer, mb / peer, peer / ours))
+    print(f"stream: {n} readouts, {COILS} coils x {SAMPLES} samples, {mb:.1f} MB; median of {args.repeats}, "
+          "runs alternating", file=sys.stderr)
+    mem = alternate({"ours": lambda: decode_ours(io.BytesIO(payload)),
+                     "ismrmrd": lambda: decode_ismrmrd(io.BytesIO(payload))}, args.repeats)
+    tcp = {k: [] for k in ("ours", "ismrmrd")}
+    for _ in range(args.repeats):
+        tcp["ours"].append(over_loopback(payload, decode_ours))
+        tcp["ismrmrd"].append(over_loopback(payload, decode_ismrmrd))
+    tcp = {k: statistics.median(v) for k, v in tcp.items()}
     print("\n## Ingest throughput (readouts/s, MB/s; ratio = ours / ismrmrd ProtocolDeserializer)\n")
     print("| path | ours readouts/s | ours MB/s | ismrmrd readouts/s | ismrmrd MB/s | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]:,.0f} | {r[2]:,.0f} | {r[3]:,.0f} | {r[4]:,.0f} | {r[5]:.2f} |")
+    for label, t in (("decode in memory", mem), ("decode over loopback TCP", tcp)):
+        ours, peer = t["ours"], t["ismrmrd"]
+        print(f"| {label} | {n / ours:,.0f} | {mb / ours:,.0f} | {n / peer:,.0f} | {mb / peer:,.0f} | {peer / ours:.2f} |")
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, serve_process() as (port, _):
         path = Path(tmp) / "bench.h5"
         write_dataset(path, hdr, acqs)
         server = MrdServer("127.0.0.1", 0)
         server.start_background()
         try:
-            t_local = median_time(lambda: replay_in_process(path, "fft_rss"), args.repeats)
-            t_remote = median_time(lambda: replay_remote(path, port=server.port, chain_name="fft_rss"), args.repeats)
+            t = alternate({"in-process": lambda: replay_in_process(path, "fft_rss"),
+                           "loopback server, a thread of this process":
+                               lambda: replay_remote(path, port=server.port, chain_name="fft_rss"),
+                           "loopback server, `cmrecon serve` process":
+                               lambda: replay_remote(path, port=port, chain_name="fft_rss")}, args.repeats)
         finally:
             server.shutdown()
             server.server_close()
     print(f"\n## fft_rss end to end ({args.slices} slices, {LINES} lines, {COILS} coils; file read included)\n")
     print("| path | s per slice | slices/s | ratio to in-process |")
     print("|---|---:|---:|---:|")
-    for label, t in (("in-process", t_local), ("loopback server", t_remote)):
-        print(f"| {label} | {t / args.slices:.4f} | {args.slices / t:.1f} | {t / t_local:.2f} |")
+    for label, dt in t.items():
+        print(f"| {label} | {dt / args.slices:.4f} | {args.slices / dt:.1f} | {dt / t['in-process']:.2f} |")
     return 0
 
 
