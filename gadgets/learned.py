@@ -35,7 +35,7 @@ from cmrecon_gadgets.lge_steps import PsirParams, classical_psir, on_slice, unfo
 class PsirnetReconParams:
     """Parameters of ``psirnet_recon``."""
 
-    weights: str = field(default="psirnet_cpu_small", metadata={
+    weights: str = field(default="psir_refine_cpu", metadata={
         "doc": "shipped weights name (cmrecon.models.shipped.SHIPPED), or the path of a checkpoint "
                "(with its .sha256 sidecar) or TorchScript file inside a weights folder (cmrecon "
                "serve --weights-path, CMRECON_WEIGHTS_PATH); any other path is refused. PsirRefine "
@@ -51,22 +51,24 @@ class PsirnetReconParams:
         "doc": "where the model runs: auto = CUDA when present, else CPU",
         "choices": ("auto", "cpu", "cuda")})
     batch_slices: int = field(default=4, metadata={
-        "doc": "slices per forward pass (held until that many have arrived or the stream ends); "
-               "halved on CUDA out-of-memory, then CPU"})
+        "doc": "PSIRNet weights: slices per forward pass (held until that many have arrived or "
+               "the stream ends); halved on CUDA out-of-memory, then CPU"})
     repeat: int = field(default=-1, metadata={
         "doc": "position of the repeat to use; -1 = the key frame (recon.moco.key_frame, as "
                "psir and moco_average; the published input choice)"})
     roi_fraction: float = field(default=0.5, metadata={
-        "doc": "the key frame compares zero-filled IR magnitudes in a central Hann region "
-               "spanning this fraction of each axis (as psir)"})
-    min_coils: int = field(default=2, metadata={"doc": "fewest receive coils accepted"})
-    max_coils: int = field(default=64, metadata={"doc": "most receive coils accepted"})
+        "doc": "the key frame compares IR magnitudes (zero-filled for PSIRNet weights, GRAPPA for "
+               "the refine preset, as psir) in a central Hann region spanning this fraction of "
+               "each axis"})
+    min_coils: int = field(default=2, metadata={"doc": "PSIRNet weights: fewest receive coils accepted"})
+    max_coils: int = field(default=64, metadata={"doc": "PSIRNet weights: most receive coils accepted"})
     max_acceleration: int = field(default=3, metadata={
-        "doc": "highest R the weights were trained for (psirnet_cpu_small: 1-3)"})
+        "doc": "PSIRNet weights: highest R they were trained for (psirnet_cpu_small: 1-3); refine "
+               "weights carry their own training range (matrices, R)"})
     fallback: bool = field(default=True, metadata={
-        "doc": "an input the model was not trained for (coils, matrix, R above "
-               "max_acceleration) gets the classical PSIR of the same key-frame repeat instead, "
-               "said in the log and in the image meta (cmrecon_fallback); false: an error"})
+        "doc": "an input the model was not trained for (coils, matrix, R) gets the classical "
+               "PSIR of the same key-frame repeat instead, said in the log and in the image meta "
+               "(cmrecon_fallback); false: an error"})
 
 
 def classical_pd(mk: MappedKspace, k: int) -> np.ndarray:
@@ -243,7 +245,9 @@ def _refined(info, ir: np.ndarray, pd: np.ndarray, entry, repeat: int, roi_fract
                   t=float(np.sqrt(model.reg)), psirnet_compatible=True)
     ctx.log.info("%s: slice %d, repeat %d of %d refined (%s)", step, info.slice, info.repeats[k],
                  len(ir), entry.weights)
-    return PsirImages(info, res, pd_g, noise_sigma=g, used=(int(k),), key=int(k),
+    # the PD series is the reconstructed PD heartbeat (SNR units): the network is trained on the
+    # body's PSIR only, so its PD in air is not an image (as classical_pd for psirnet_recon)
+    return PsirImages(info, res, pd[k], noise_sigma=1.0, used=(int(k),), key=int(k),
                       provenance=dict(psir_refine_weights=entry.weights, psir_refine_sha256=entry.sha256))
 
 

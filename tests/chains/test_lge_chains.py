@@ -27,7 +27,8 @@ from paths import DATA
 #  r3_separate_rep: R = 3 GRAPPA with 8 coils at 64×48 (g-factor noise), calibration in its
 #        own heartbeats, repeats in `repetition` [classic 0.622, average 0.722, psirnet 0.554].
 #  r4_embedded_pf_rep: R = 4 with 8 coils, 7/8 partial Fourier, `repetition`
-#        [classic 0.578, average 0.576; psirnet falls back to classic: its weights know R 1-3].
+#        [classic 0.578, average 0.576; the learned chains fall back to classic: their weights
+#        know R 1-3].
 LAYOUTS = ("full", "r2_embedded", "pf_2slice", "r3_separate_rep", "r4_embedded_pf_rep")
 HEART_NRMSE_BOUND = {
     "psir_classic": {"full": 0.06, "r2_embedded": 0.11, "pf_2slice": 0.32, "r3_separate_rep": 0.72,
@@ -36,12 +37,13 @@ HEART_NRMSE_BOUND = {
                   "r4_embedded_pf_rep": 0.68},
     "psir_average": {"full": 0.06, "r2_embedded": 0.14, "pf_2slice": 0.32, "r3_separate_rep": 0.85,
                      "r4_embedded_pf_rep": 0.68},
-    # psir_refine (shipped psir_refine_cpu, trained on 128×96 only) [full 0.068, r2 0.090,
-    # pf 0.165 / 0.228, r3 0.549, r4 0.493]: it gains where GRAPPA noise dominates and loses
-    # at R = 1, SNR 30 (docs/model_card.md)
-    "psir_refine": {"full": 0.10, "r2_embedded": 0.12, "pf_2slice": 0.30, "r3_separate_rep": 0.66,
-                    "r4_embedded_pf_rep": 0.60},
-    "psirnet_lge": {"full": 0.12, "r2_embedded": 0.18, "pf_2slice": 0.40, "r3_separate_rep": 0.66,
+    # psir_refine and psirnet_lge (shipped psir_refine_cpu, trained on 64×48 to 128×96, R 1-3;
+    # both chains give the same images) [full 0.041, r2 0.089, pf 0.153 / 0.241, r3 0.538;
+    # r4 falls back to the classical PSIR, 0.578]: better than classical where GRAPPA noise or
+    # partial Fourier dominate, worse at R = 1, SNR 30 (docs/model_card.md)
+    "psir_refine": {"full": 0.06, "r2_embedded": 0.11, "pf_2slice": 0.30, "r3_separate_rep": 0.62,
+                    "r4_embedded_pf_rep": 0.68},
+    "psirnet_lge": {"full": 0.06, "r2_embedded": 0.11, "pf_2slice": 0.30, "r3_separate_rep": 0.62,
                     "r4_embedded_pf_rep": 0.68},
 }
 

@@ -311,22 +311,23 @@ def test_chain_yaml_and_xml_agree():
 
 
 #: Heart-region NRMSE vs the noise-free MOCO target (truth ``psir_target``) of the PSIR from
-#: tests/data/sim_lge_r2_embedded.h5 (R = 2, 2 breathing repeats) through psirnet_lge with the
-#: shipped weights, at the key frame: measured 0.144 (psir_classic on the same stream: 0.084:
-#: the CPU model still loses to classical, see docs/model_card.md). The bound leaves room for
-#: BLAS/threading differences; a wrong repeat (0.2 px away) or a broken input fails it.
-R2_NRMSE_HEART_MAX = 0.18
+#: tests/data/sim_lge_r2_embedded.h5 (R = 2, 2 breathing repeats) at the key frame, through
+#: psirnet_lge with its default weights (psir_refine_cpu, the refine preset): measured 0.089, and
+#: with the unrolled psirnet_cpu_small: 0.144 (psir_classic on the same stream: 0.084; both CPU
+#: models lose to it on this 64×48 stream, see docs/model_card.md). The bounds leave room for
+#: BLAS/threading differences; a wrong repeat (0.2 px away) or a broken input fails them.
+R2_NRMSE_HEART_MAX = {"psir_refine_cpu": 0.11, "psirnet_cpu_small": 0.18}
 
 
 def test_replay_recorded_stream_with_shipped_weights():
     from cmrecon.evaluate import score_slice
     truth = dict(np.load(DATA / "sim_lge_r2_embedded_truth.npz"))
-    learned = _psir_images(resolve("psirnet_lge"), "r2_embedded")
-    classic = _psir_images(resolve("psir_classic"), "r2_embedded")
-    m_learned = score_slice(learned[0], truth, 0)
-    m_classic = score_slice(classic[0], truth, 0)
-    assert m_learned["nrmse_heart"] < R2_NRMSE_HEART_MAX
-    assert m_classic["nrmse_heart"] < m_learned["nrmse_heart"]   # documented loss (model card)
+    classic = score_slice(_psir_images(resolve("psir_classic"), "r2_embedded")[0], truth, 0)["nrmse_heart"]
+    for weights, bound in R2_NRMSE_HEART_MAX.items():
+        chain = with_step_params(resolve("psirnet_lge"), "psirnet_recon", weights=weights)
+        learned = score_slice(_psir_images(chain, "r2_embedded")[0], truth, 0)["nrmse_heart"]
+        assert learned < bound, (weights, learned)
+        assert classic < learned, (weights, learned, classic)   # documented loss (model card)
 
 
 def test_the_pd_series_is_the_pd_heartbeat_dark_air_bright_tissue():

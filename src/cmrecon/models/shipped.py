@@ -42,9 +42,11 @@ SHIPPED: Dict[str, Dict[str, Any]] = {
     },
     "psir_refine_cpu": {
         "path": "psir_refine_cpu.pt",
-        "sha256": "6d0c342080bc0ca50e2794cfa12b5ab9f0801424a51f2f4f9fbdd8e816b53219",
-        "config": {"chans": 16, "pools": 3, "gain": 2.0, "window_px": 7, "reg": 16.0},
-        "parameters": 481_412,
+        "sha256": "be7ed36ac2ca9cabca8cc221c3507f64b1a6b0226cb3c8330a13aa97af0407c3",
+        "config": {"chans": 16, "pools": 3, "gain": 2.0, "window_px": 7, "reg": 16.0,
+                   "noise_channel": True, "trained_sizes": [[48, 64], [72, 96], [96, 128]],
+                   "max_acceleration": 3},
+        "parameters": 481_556,
         "card": "docs/model_card.md",
     },
     "cine_crunet_cpu": {
