@@ -8,8 +8,8 @@ from cmrecon.metrics import nrmse
 from cmrecon.recon.moco import (
     _ORDER2,
     RigidTransform,
+    _derivative_sums,
     _freqs,
-    _half_dot,
     _shift_and_gradient,
     _shifted_spectra,
     estimate_translation,
@@ -20,6 +20,7 @@ from cmrecon.recon.moco import (
     register_repeat,
     register_rigid,
     register_translation,
+    robust_weight,
     roi_window,
     select_key_frame,
     select_repeats,
@@ -53,8 +54,9 @@ def test_shift_and_gradient_from_the_half_spectrum_are_the_full_complex_transfor
 def test_second_derivative_spectra_and_parseval_sums_on_half_spectra(shape):
     """The half spectra of ∂yy, ∂yx, ∂xx m(r − d) are the rfft2 of the full complex transforms' real parts.
 
-    So Σ_r a(r)·h(r) from the half spectra (Parseval, columns 0 < kx < nx/2 counted twice) is the
-    sum in image space. float64, ~10³ points: ~1e-15 relative; on even axes the Nyquist factor
+    So Σ_r a(r)·∂^(a,b) m(r − d) from the half spectra (Parseval, columns 0 < kx < nx/2 counted
+    twice, as bilinear forms of the separable multipliers) is the sum in image space, first
+    derivatives included. float64, ~10³ points: ~1e-15 relative; on even axes the Nyquist factor
     is Re[(−iπ)²e^{iπd}] = −π²cos(πd): the plain multiplier there is wrong by 0.14 of the largest value.
     """
     rng = np.random.default_rng(sum(shape) + 1)
@@ -68,8 +70,10 @@ def test_second_derivative_spectra_and_parseval_sums_on_half_spectra(shape):
     for spec, ref in zip(specs, refs):
         np.testing.assert_allclose(np.fft.irfft2(spec, s=shape), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
         np.testing.assert_allclose(spec, np.fft.rfft2(ref), rtol=0, atol=1e-12 * np.abs(spec).max())
-    sums = _half_dot(np.fft.rfft2(a), specs, shape[1])
-    np.testing.assert_allclose(sums, [np.sum(a * r) for r in refs], rtol=1e-12)
+    first = [np.fft.ifft2(s * wy).real, np.fft.ifft2(s * wx).real]
+    sums = _derivative_sums(np.fft.rfft2(a), np.fft.rfft2(m), d, _freqs(shape), ((1, 0), (0, 1)) + _ORDER2,
+                            shape[1])
+    np.testing.assert_allclose(sums, [np.sum(a * r) for r in first + refs], rtol=1e-12)
 
 
 def _noise(rng, shape, sigma=1.0):
@@ -296,6 +300,22 @@ def test_weighted_rigid_registration_only_resamples_where_the_weight_is_not_zero
     assert np.allclose(cropped.shift, full.shift, rtol=0, atol=1e-12)
     assert abs(cropped.angle_rad - full.angle_rad) < 1e-12
     assert abs(cropped.angle_rad + 0.03) < 5e-3
+
+
+def test_robust_weight_is_its_formula_on_the_whole_image():
+    """The robust weight is w / (1 + (ρ/(c·ν))²), ρ = G_σ * e², ν = median ρ where w > 0.1·max w.
+
+    Filtering only the window's support and the kernel's reach (4σ) changes nothing (float64
+    rounding); the weight is zero outside the support.
+    """
+    from scipy.ndimage import gaussian_filter
+    rng = np.random.default_rng(16)
+    resid = rng.standard_normal(SHAPE) * np.linspace(0.5, 2.0, SHAPE[1])[None, :]
+    for w in (roi_window(SHAPE, 0.5), 1.0 - roi_window(SHAPE, 0.5)):
+        rho = gaussian_filter(resid ** 2, 2.0)
+        nu = np.median(rho[w > 0.1 * w.max()])
+        np.testing.assert_allclose(robust_weight(resid, w), w / (1.0 + (rho / (2.0 * nu)) ** 2),
+                                   rtol=1e-12, atol=1e-15)
 
 
 def test_register_repeat_follows_heart_and_drops_insignificant_rotation():

@@ -140,6 +140,25 @@ def estimate_translation(moving: np.ndarray, fixed: np.ndarray, upsample: int = 
     return float(peak[0]), float(peak[1])
 
 
+def _parabolic_offset(e: np.ndarray, index) -> np.ndarray:
+    """Sub-pixel offset of a minimum of a circular map from a parabola through it and its neighbours.
+
+    Per axis ``(e₋ − e₊) / (2(e₋ − 2e₀ + e₊))``, within ±0.5 px (0 where the map is not convex).
+    """
+    off = np.zeros(2)
+    e0 = e[index]
+    for ax in range(2):
+        nb = []
+        for s in (-1, 1):
+            i = list(index)
+            i[ax] = (i[ax] + s) % e.shape[ax]
+            nb.append(e[tuple(i)])
+        den = nb[0] - 2.0 * e0 + nb[1]
+        if den > 0:
+            off[ax] = np.clip(0.5 * (nb[0] - nb[1]) / den, -0.5, 0.5)
+    return off
+
+
 def _wrap_peak(index, shape) -> np.ndarray:
     """Integer index of a circular correlation → signed shift in ``[-n/2, n/2)``."""
     peak = np.array(index, dtype=np.float64)
@@ -180,8 +199,8 @@ def _shifted_spectra(spec: np.ndarray, shift: np.ndarray, freqs: tuple,
     or column of an even axis, ``f = −1/2``), where the separable factor of that axis becomes
     its real part :func:`_nyquist_factor`, and at the corner of two Nyquist lines the factor of
     order ``a + b`` at shift ``d_y + d_x``. The returned arrays are therefore exactly the
-    ``rfft2`` of the real images (``irfft2`` inverts them; Parseval's sum :func:`_half_dot`
-    applies).
+    ``rfft2`` of the real images (``irfft2`` inverts them; Parseval's sums
+    :func:`_derivative_sums` apply).
 
     Parameters
     ----------
@@ -198,54 +217,96 @@ def _shifted_spectra(spec: np.ndarray, shift: np.ndarray, freqs: tuple,
     -------
     list of (..., ny, nx//2 + 1) complex, ``spec``'s dtype, one per order.
     """
-    fy, fx, nyq_y, nyq_x = freqs
-    ry, rx = _ramp(fy, shift[0]), _ramp(fx, shift[1])
     out = []
     for a, b in orders:
-        vy = ry * ((2j * np.pi) * fy) ** a if a else ry.copy()
-        vx = rx * ((2j * np.pi) * fx) ** b if b else rx.copy()
-        if nyq_y is not None:
-            vy[nyq_y] = _nyquist_factor(a, shift[0])
-        if nyq_x is not None:
-            vx[nyq_x] = _nyquist_factor(b, shift[1])
+        vy, vx, corner = _factors(freqs, shift, a, b)
         o = np.multiply.outer(vy.astype(spec.dtype), vx.astype(spec.dtype))
-        if nyq_y is not None and nyq_x is not None:
-            o[nyq_y, nyq_x] = _nyquist_factor(a + b, shift[0] + shift[1])
+        if corner is not None:
+            o[corner[0]] = corner[1]
         out.append(spec * o)
     return out
 
 
+def _factors(freqs: tuple, shift, a: int, b: int) -> tuple:
+    """Separable factors ``(vy, vx)`` of the Hermitian multiplier of order ``(a, b)`` (:func:`_shifted_spectra`).
+
+    Returns ``vy`` (ny,), ``vx`` (nx//2 + 1,) complex128 and ``corner``: None, or ``((row, col),
+    value)`` where two Nyquist lines cross and the multiplier is not ``vy·vx``.
+    """
+    fy, fx, nyq_y, nyq_x = freqs
+    vy = _axis_factors(fy, nyq_y, shift[0], a)[a]
+    vx = _axis_factors(fx, nyq_x, shift[1], b)[b]
+    corner = None
+    if nyq_y is not None and nyq_x is not None:
+        corner = ((nyq_y, nyq_x), _nyquist_factor(a + b, shift[0] + shift[1]))
+    return vy, vx, corner
+
+
 _ORDER1 = ((0, 0), (1, 0), (0, 1))   # m, ∂y m, ∂x m
 _ORDER2 = ((2, 0), (1, 1), (0, 2))   # ∂yy m, ∂yx m, ∂xx m
+_ORDER12 = _ORDER1[1:] + _ORDER2
+#: the Gauss–Newton part Σ w·∇m∇mᵀ of the Hessian reuses gradient images from up to this far
+#: (relative error ~2π·f·0.05 px, a few %): it sets how fast, not where, the iteration converges
+_GRADIENT_REUSE_PX = 0.05
 
 
-def _half_dot(a_spec: np.ndarray, specs: list[np.ndarray], nx: int) -> np.ndarray:
-    """``Σ_r a(r)·h(r)`` of real images from their ``rfft2`` half spectra (Parseval).
+def _axis_factors(f: np.ndarray, nyq: int | None, shift: float, max_order: int) -> list[np.ndarray]:
+    """One axis's factors ``(2πi f)^a·e^{−2πi f d}``, ``a = 0..max_order``, Nyquist entry real (:func:`_nyquist_factor`)."""
+    ramp = _ramp(f, shift)
+    out = [ramp]
+    for _ in range(max_order):
+        out.append(out[-1] * ((2j * np.pi) * f))
+    for a, v in enumerate(out):
+        if nyq is not None:
+            v[nyq] = _nyquist_factor(a, shift)
+    return out
 
-    ``Σ_r a h = (1/N) Σ_f conj A(f) H(f)`` over the full spectrum; on the half spectrum the
-    columns ``0 < kx < nx/2`` stand for two (their Hermitian partners), column 0 and an even
-    ``nx``'s Nyquist column for one, whose sums over ky are real.
+
+def _derivative_sums(a_spec: np.ndarray, spec: np.ndarray, shift, freqs: tuple,
+                     orders: tuple[tuple[int, int], ...], nx: int) -> np.ndarray:
+    """``Σ_r a(r)·∂_y^a ∂_x^b m(r − d)`` for real images ``a``, ``m`` from their half spectra.
+
+    Parseval, ``Σ_r a·h = (1/N) Σ_f conj A(f)·H(f)`` over the full spectrum; on the half
+    spectrum the columns ``0 < kx < nx/2`` stand for two (their Hermitian partners), column 0 and
+    an even ``nx``'s Nyquist column for one, whose sums over ky are real. ``H`` is ``rfft2(m)``
+    times the separable multiplier of :func:`_shifted_spectra`, so with ``B = c·conj A·rfft2(m)``
+    each sum is the bilinear form ``vyᵀ B vx`` (plus the corner's correction): one pass over
+    ``B`` for all orders, no shifted image.
 
     Parameters
     ----------
-    a_spec : (ny, nx//2 + 1) complex
-        ``rfft2(a)``.
-    specs : list of (ny, nx//2 + 1) complex
-        ``rfft2(h)`` of each image ``h``.
+    a_spec, spec : (ny, nx//2 + 1) complex
+        ``rfft2(a)`` and ``rfft2(m)``.
+    shift : (2,) float
+        ``d = (dy, dx)`` px.
+    freqs : tuple
+        :func:`_freqs` of ``(ny, nx)``.
+    orders : tuple of (a, b)
+        Derivative orders.
     nx : int
-        Length of the real images' last axis.
+        Length of the images' last axis.
 
     Returns
     -------
-    (len(specs),) float64
+    (len(orders),) float64
     """
-    c = np.full(a_spec.shape[1], 2.0)
+    c = np.full(spec.shape[1], 2.0)
     c[0] = 1.0
     if nx % 2 == 0:
         c[-1] = 1.0
-    ca = (a_spec * c[None, :]).ravel()
-    n = a_spec.shape[0] * nx
-    return np.array([np.vdot(ca, h.ravel()).real for h in specs]) / n
+    fy, fx, nyq_y, nyq_x = freqs
+    bm = (a_spec.conj() * spec).astype(np.complex128) * c
+    vys = _axis_factors(fy, nyq_y, shift[0], max(a for a, _ in orders))
+    vxs = _axis_factors(fx, nyq_x, shift[1], max(b for _, b in orders))
+    bx = bm @ np.stack(vxs, axis=1)            # (ny, orders in x)
+    out = []
+    for a, b in orders:
+        v = vys[a] @ bx[:, b]
+        if nyq_y is not None and nyq_x is not None:   # the corner's multiplier is not vy·vx
+            v += bm[nyq_y, nyq_x] * (_nyquist_factor(a + b, shift[0] + shift[1])
+                                     - vys[a][nyq_y] * vxs[b][nyq_x])
+        out.append(v.real)
+    return np.array(out) / (spec.shape[0] * nx)
 
 
 def _shift_and_gradient(spec: np.ndarray, shift: np.ndarray, freqs: tuple[np.ndarray, ...],
@@ -284,10 +345,24 @@ def robust_weight(residual: np.ndarray, weight: np.ndarray, sigma_px: float = 2.
     -------
     (y, x) float64
     """
-    rho = gaussian_filter(np.asarray(residual, np.float64) ** 2, sigma_px)
-    sel = weight > 0.1 * weight.max()
-    nu = max(float(np.median(rho[sel])), 1e-12)
-    return weight / (1.0 + (rho / (c * nu)) ** 2)
+    weight = np.asarray(weight, np.float64)
+    # only where w > 0 matters: filter its bounding box and the kernel's reach (truncate 4σ)
+    box = _support_box(weight, int(4.0 * sigma_px + 0.5))
+    rho = gaussian_filter(np.asarray(residual, np.float64)[box] ** 2, sigma_px)
+    wb = weight[box]
+    nu = max(float(np.median(rho[wb > 0.1 * weight.max()])), 1e-12)
+    out = np.zeros_like(weight)
+    out[box] = wb / (1.0 + (rho / (c * nu)) ** 2)
+    return out
+
+
+def _support_box(weight: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """Bounding box of ``weight ≠ 0`` grown by ``margin`` px (clipped to the image); all if empty."""
+    rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
+    if not len(rows):
+        return slice(None), slice(None)
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(cols[0] - margin, 0), cols[-1] + margin + 1))
 
 
 def register_translation(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarray,
@@ -355,38 +430,45 @@ def register_translation(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarr
     # real images: half spectra (rfft2), correlations real by construction (one inverse for both)
     spec = rfft2(m)
     e = irfft2(rfft2(w) * rfft2(m * m).conj() - 2.0 * rfft2(w * f) * spec.conj())
-    p = _wrap_peak(np.unravel_index(np.argmin(e), e.shape), e.shape)
+    peak = np.unravel_index(np.argmin(e), e.shape)
+    p = _wrap_peak(peak, e.shape) + _parabolic_offset(e, peak)
     freqs = _freqs(shape)
     ww = w
-    current = None   # (p, spectra of m, ∂y m, ∂x m at p, m(r − p)): computed once per point
+    current = None   # (p, m(r − p)): computed once per point
+    grads = None     # (q, ∂y m(r − q), ∂x m(r − q)) at a point q near p, for Σ w·∇m∇mᵀ
 
-    def at(q):
+    def image(q):
         nonlocal current
         if current is None or current[0] is not q:
-            sp = _shifted_spectra(spec, q, freqs, _ORDER1)
-            current = (q, sp, irfft2(sp[0]))
-        return current[1], current[2]
+            current = (q, irfft2(_shifted_spectra(spec, q, freqs, ((0, 0),))[0]))
+        return current[1]
 
     for rnd in range(robust_iterations + 1):
         if rnd:   # a robust round starts where the last one ended
-            ww = robust_weight(at(p)[1] - f, w)
+            ww = robust_weight(image(p) - f, w)
+        last = np.inf
         for _ in range(iterations):
-            sp, mt = at(p)
-            gy, gx = irfft2(sp[1]), irfft2(sp[2])
-            a = ww * (mt - f)
+            a = ww * (image(p) - f)
+            # gradient Σ a·∇m(r − p) and Σ a·∂ij m(r − p), exact at p, from the spectra (Parseval)
+            by, bx, syy, syx, sxx = _derivative_sums(rfft2(a), spec, p, freqs, _ORDER12, shape[1])
+            if grads is None or np.max(np.abs(p - grads[0])) > _GRADIENT_REUSE_PX:
+                sp = _shifted_spectra(spec, p, freqs, _ORDER12[:2])
+                grads = (p, irfft2(sp[0]), irfft2(sp[1]))
+            _, gy, gx = grads
             wgy = ww * gy
             hyx = wgy.ravel() @ gx.ravel()
             h = np.array([[wgy.ravel() @ gy.ravel(), hyx], [hyx, (ww * gx).ravel() @ gx.ravel()]])
-            # Newton: + Σ w·r·∂ij m(r − p) from the second-derivative spectra (Parseval)
-            syy, syx, sxx = _half_dot(rfft2(a), _shifted_spectra(spec, p, freqs, _ORDER2), shape[1])
             hn = h + np.array([[syy, syx], [syx, sxx]])
             if hn[0, 0] > 0 and np.linalg.det(hn) > 0:   # else the Gauss–Newton matrix
                 h = hn
-            step = np.linalg.solve(h + 1e-12 * np.trace(h) * np.eye(2),
-                                   [a.ravel() @ gy.ravel(), a.ravel() @ gx.ravel()])
+            step = np.linalg.solve(h + 1e-12 * np.trace(h) * np.eye(2), [by, bx])
             p = p + step
-            if np.max(np.abs(step)) < tol:
+            size = float(np.max(np.abs(step)))
+            if size < tol:
                 break
+            if size > 0.5 * last:   # not contracting: the next Hessian from gradients at p
+                grads = None
+            last = size
     return float(p[0]), float(p[1])
 
 
@@ -520,9 +602,7 @@ def register_rigid(moving: np.ndarray, fixed: np.ndarray, rotation: bool = True,
     box = (slice(None), slice(None))
     if weight is not None:
         wt = np.asarray(weight, np.float64)
-        rows, cols = np.flatnonzero(wt.any(axis=1)), np.flatnonzero(wt.any(axis=0))
-        if len(rows):
-            box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+        box = _support_box(wt, 1)
         wv = wt[box].ravel()
     yy, xx = np.meshgrid(np.arange(ny, dtype=np.float64)[box[0]], np.arange(nx, dtype=np.float64)[box[1]],
                          indexing="ij")
