@@ -48,6 +48,25 @@ def test_homodyne_exact_for_constant_phase_and_zerofill_is_ifft():
         partial_fourier(k, m, "magic")
 
 
+@pytest.mark.parametrize("method", ["zerofill", "homodyne", "pocs"])
+def test_rows_outside_the_extent_count_as_zero_and_the_input_is_not_changed(method):
+    """Samples outside [first, last] acquired row are not read (zero-filled); the caller's k-space stays.
+
+    k-space already zero there is transformed without a copy; with junk there the copy zeroes it:
+    the same image to float32 rounding (the transforms see equal arrays: exactly equal).
+    """
+    img, _ = phantom((64, 48))
+    m = np.zeros(64, bool)
+    m[16:62] = True                       # 6/8 and two missing edge rows on the other side
+    k = fft2c(img.astype(np.complex64)) * m[:, None]
+    junk = k.copy()
+    junk[:16] = 1e3
+    junk[62:] = -7.0 + 2j
+    before = junk.copy()
+    np.testing.assert_array_equal(partial_fourier(junk, m, method), partial_fourier(k, m, method))
+    np.testing.assert_array_equal(junk, before)
+
+
 # ----------------------------------------------------------------------------- PSIR
 
 RATIOS = {"blood": 1.13, "scar": 1.62, "negative": -0.5}  # docs/physics.md §2 (calc) + a sign check

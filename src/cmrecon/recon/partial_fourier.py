@@ -111,7 +111,12 @@ def partial_fourier(kspace: np.ndarray, mask_pe: np.ndarray, method: str = "zero
         raise ValueError(f"acquired rows [{first}, {last}] do not contain the centre row {c}")
     acq = np.zeros(ny, bool)
     acq[first:last + 1] = True
-    data = (kspace * acq[:, None]).astype(np.complex64)
+    # rows outside the extent are zero (k-space zero-filled there): one copy only where they are not
+    if kspace[..., :first, :].any() or kspace[..., last + 1:, :].any():
+        data = kspace.astype(np.complex64)
+        data[..., ~acq, :] = 0
+    else:
+        data = kspace.astype(np.complex64, copy=False)
     if method == "zerofill" or acq.all():
         return ifft2c(data)
     half, low_missing = _symmetric_half_width(first, last, ny)
