@@ -26,6 +26,14 @@ class PrewhitenParams:
         "choices": ("error", "identity")})
 
 
+def _head_copy(item: ismrmrd.Acquisition) -> ismrmrd.AcquisitionHeader:
+    """A copy of a readout's header (one ctypes buffer copy: 0.4 us; ``getHead()`` deep-copies, 7 us).
+
+    Reads ismrmrd's ``Acquisition._head``, as cmrecon.io.protocol does to encode a readout.
+    """
+    return ismrmrd.AcquisitionHeader.from_buffer_copy(item._head)
+
+
 #: noise samples kept for the covariance (24 noise readouts of 32 MiB once held 800 MB); 64 MiB is
 #: 128 coils × 65,536 complex samples, far more than a covariance estimate needs
 MAX_NOISE_BYTES = 64 * 2**20
@@ -85,11 +93,10 @@ def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepCon
                 raise StepError(f"readout scan_counter={item.scan_counter} has "
                                 f"{item.active_channels} channels, the noise scan had "
                                 f"{whitening.shape[0]}")
-            out = ismrmrd.Acquisition(item.getHead())   # never whiten the caller's readout
-            out.data[:] = prewhiten(np.asarray(item.data), whitening)
-            if item.traj.size:
-                out.traj[:] = item.traj
-            item = out
+            # a new readout holding the whitened samples as its data (never whiten the caller's):
+            # no zero-filled buffer to copy them into
+            item = ismrmrd.Acquisition(_head_copy(item), prewhiten(np.asarray(item.data), whitening),
+                                       item.traj.copy())
         yield item
 
 
@@ -112,14 +119,10 @@ def remove_oversampling(items: Iterator[Item], params: NoParams, ctx: StepContex
             yield item
             continue
         cropped = remove_readout_oversampling(np.asarray(item.data), n_rec)
-        center = item.center_sample * n_rec // n_enc
-        head = item.getHead()
+        head = _head_copy(item)
         head.number_of_samples = n_rec
-        head.center_sample = center
+        head.center_sample = item.center_sample * n_rec // n_enc
         head.discard_pre = 0
         head.discard_post = 0
-        out = ismrmrd.Acquisition(head)
-        out.data[:] = cropped
-        if out.traj.size:
-            out.traj[:] = 0
-        yield out
+        yield ismrmrd.Acquisition(head, np.ascontiguousarray(cropped, np.complex64),
+                                  np.zeros((n_rec, head.trajectory_dimensions), np.float32))
