@@ -191,6 +191,10 @@ TRAIN_PROTOCOL = dict(sizes=((128, 96), (128, 96), (96, 72), (64, 48)), coils=(8
                       snr=(6.0, 40.0), moco_repeats=(4, 4))
 
 
+#: protocols by name (``cmrecon train refine --protocol``)
+PROTOCOLS = {"v1": TRAIN_PROTOCOL_V1, "v2": TRAIN_PROTOCOL}
+
+
 def _draw_one(args: tuple) -> dict:
     """:func:`make_refine_sample` for a worker process: ``(seed sequence, protocol)``."""
     seq, protocol = args

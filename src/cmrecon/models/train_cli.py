@@ -24,11 +24,11 @@ def _run_psirnet(args: argparse.Namespace) -> int:
 
 
 def _run_refine(args: argparse.Namespace) -> int:
-    from cmrecon.models.refine import train_refine
+    from cmrecon.models.refine import PROTOCOLS, train_refine
     best = train_refine(args.out, n_train=args.samples, n_val=args.val_samples, minutes=args.minutes,
                         seed=args.seed, threads=args.threads, workers=args.workers, device=args.device,
                         chans=args.chans, pools=args.pools, lr=args.lr, batch=args.batch, init=args.init,
-                        noise_channel=not args.no_noise_channel,
+                        noise_channel=not args.no_noise_channel, protocol=PROTOCOLS[args.protocol],
                         say=lambda line: print(line, flush=True))
     print(f"best epoch {best['epoch']} (0 = the start); weights: {args.out}/best.pt (+ .sha256); "
           f"use in a chain: psir_refine weights={args.out}/best.pt "
@@ -84,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     r.add_argument("--batch", type=int, default=4, help="shots per step (default 4)")
     r.add_argument("--init", help="PsirRefine checkpoint to start from (fine-tuning; same chans/pools)")
+    r.add_argument("--protocol", choices=("v1", "v2"), default="v2",
+                   help="training shots: v2 (default) 64x48 to 128x96, R 1-3 equally; v1 the first "
+                        "model's 128x96, R 1/2/2/3/3 (models/refine.py PROTOCOLS)")
     r.add_argument("--no-noise-channel", action="store_true",
                    help="train without the noise-level input channel (the first model's architecture)")
     r.set_defaults(func=_run_refine)
