@@ -21,6 +21,8 @@ def _serve(args: argparse.Namespace) -> int:
     from cmrecon.server.tcp import MrdServer
     if not 0 <= args.port <= 65535:
         raise CmreconError(f"--port {args.port} is not a TCP port (0-65535)")
+    if not args.read_ahead_mb > 0:
+        raise CmreconError(f"--read-ahead-mb {args.read_ahead_mb:g} must be > 0")
     try:
         from cmrecon.chain.limits import SessionLimits
         # one --max-* option per SessionLimits field (build_parser makes them from the same fields)
@@ -28,7 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
         server = MrdServer(args.host, args.port, Path(args.chains) if args.chains else None,
                            max_connections=args.max_connections, idle_timeout_s=args.idle_timeout,
                            session_limits=limits, session_timeout_s=args.session_timeout,
-                           min_rate_bps=args.min_rate)
+                           min_rate_bps=args.min_rate, rate_grace_s=args.rate_grace,
+                           header_timeout_s=args.header_timeout or None,
+                           read_ahead_bytes=round(args.read_ahead_mb * 2**20))
     except OSError as exc:
         raise CmreconError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     logging.getLogger("cmrecon").info("cmrecon %s serving on %s:%d", __version__, args.host, server.port)
@@ -228,8 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-timeout", type=float, default=3600.0,
                    help="seconds one session may last (default 3600)")
     p.add_argument("--min-rate", type=float, default=256.0,
-                   help="bytes/s a client must send while the server waits for it, judged after 30 s "
-                        "of waiting (default 256)")
+                   help="bytes/s a client must send while the server waits for it (time the chain "
+                        "computes does not count), judged after --rate-grace seconds of waiting (default 256)")
+    p.add_argument("--rate-grace", type=float, default=30.0,
+                   help="seconds spent waiting for a client before --min-rate is judged (default 30)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds from connecting within which the CONFIG and HEADER must have arrived "
+                        "(default 10; 0: no such deadline)")
+    p.add_argument("--read-ahead-mb", type=float, default=8.0,
+                   help="MiB of decoded messages a connection may hold before its chain takes them; "
+                        "beyond it the server stops reading that client (default 8)")
     from cmrecon.chain.limits import SessionLimits
     for f in dataclasses.fields(SessionLimits):   # what one session's header and readouts may claim
         p.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default,

@@ -159,6 +159,10 @@ class ReadAhead:
                 self._cond.notify_all()
             return True
 
+    def waiting(self) -> bool:
+        """Whether :meth:`read` waits for a message (the chain has taken all and asks for more)."""
+        return self._taker_waits
+
     def read(self) -> P.Message | None:
         """The next message, as ``MessageReader.read`` would return it (or raise its error)."""
         if self._thread is None:
