@@ -1,10 +1,12 @@
 """Slot policy under load: a good client among slow ones, 16 clients at once, a reset frees CPU.
 
 Against ``cmrecon serve`` with its defaults (a subprocess on a free port: 32 connections, idle
-timeout 300 s, 256 B/s judged after 30 s of waiting for the client, session deadline 3600 s):
+timeout 300 s, CONFIG and HEADER within 10 s of connecting, 256 B/s judged after 30 s of waiting
+for the client, session deadline 3600 s; when every slot is taken, the first message within 2 s):
 
 (a) a good client (psir_classic on tests/data/sim_lge_r2_embedded.h5) while 40 clients each
-    trickle a valid session at 1 byte/s, and while 32 connections send nothing: is its first try
+    trickle a valid session at 1 byte/s (from its first byte, or after sending the CONFIG and
+    HEADER at once), and while 32 connections send nothing: is its first try
     refused, and, retrying once a second, when does it get its images (bitwise equal to the
     in-process replay)? How many of the slow connections has the server cut by then, and why?
 (b) 16 clients at once (three recorded streams and chains among them), several rounds: each gets
@@ -112,13 +114,14 @@ def _ms(values: list[float], q: float) -> str:
 
 
 class Slow(threading.Thread):
-    """A connection that sends ``payload`` one byte per ``period_s`` (nothing when it is empty) and
-    notes when the server answers or cuts it, and with what.
+    """A connection that sends the first ``at_once`` bytes of ``payload`` at once, the rest one
+    byte per ``period_s`` (nothing when it is empty), and notes when the server answers or cuts it,
+    and with what.
     """
 
-    def __init__(self, port: int, payload: bytes, period_s: float = 1.0) -> None:
+    def __init__(self, port: int, payload: bytes, period_s: float = 1.0, at_once: int = 0) -> None:
         super().__init__(daemon=True)
-        self.port, self.payload, self.period_s = port, payload, period_s
+        self.port, self.payload, self.period_s, self.at_once = port, payload, period_s, at_once
         self.stop = threading.Event()
         self.cut_s: float | None = None   # seconds after connecting that the server answered/closed
         self.reason = ""
@@ -129,8 +132,9 @@ class Slow(threading.Thread):
         except OSError as exc:
             self.cut_s, self.reason = 0.0, f"connect failed: {exc}"
             return
-        t0, sent = time.monotonic(), 0
+        t0, sent = time.monotonic(), self.at_once
         with sock:
+            sock.sendall(self.payload[:self.at_once])
             while not self.stop.is_set():
                 readable, _, _ = select.select([sock], [], [], self.period_s)
                 if readable:
@@ -152,7 +156,7 @@ class Slow(threading.Thread):
 
 def _reason(reply: bytes) -> str:
     for needle, reason in ((b"busy", "ERR busy"), (b"bytes/s", "ERR min rate"), (b"idle timeout", "ERR idle"),
-                           (b"s limit", "ERR session deadline")):
+                           (b"s limit", "ERR session deadline"), (b"header-timeout", "ERR header deadline")):
         if needle in reply:
             return reason
     return "closed" if not reply else f"other: {reply[:60]!r}"
@@ -183,9 +187,9 @@ def good_client(port: int, reference: list[ismrmrd.Image], patience_s: float) ->
 
 
 def crowd(port: int, reference: list[ismrmrd.Image], n: int, payload: bytes, patience_s: float,
-          what: str) -> str:
+          what: str, at_once: int = 0) -> str:
     """One row of table (a): ``n`` slow connections, then the good client."""
-    slow = [Slow(port, payload) for _ in range(n)]
+    slow = [Slow(port, payload, at_once=at_once) for _ in range(n)]
     for s in slow:
         s.start()
     if slow:
@@ -309,11 +313,14 @@ def main() -> int:
                       "answered or cut by then | last cut (s after connect) | waited (s) |\n"
                       "|---|---|---|---|---|---|---|---|")
                 trickle = session_bytes(*GOOD)
+                opening = len(P.encode(P.ConfigFile(f"{GOOD[1]}.xml"))) + len(P.encode(P.Header(read_header_xml(GOOD[0]))))
                 print(crowd(port, references[GOOD], 0, b"", args.patience, "none"), flush=True)
-                for n, payload, what in ((args.slow, trickle, f"{args.slow} sending 1 byte/s"),
-                                         (args.silent, b"", f"{args.silent} silent")):
+                for n, payload, what, at_once in (
+                        (args.slow, trickle, f"{args.slow} sending 1 byte/s", 0),
+                        (args.slow, trickle, f"{args.slow} sending CONFIG and HEADER ({opening} B), then 1 byte/s", opening),
+                        (args.silent, b"", f"{args.silent} silent", 0)):
                     if n:
-                        print(crowd(port, references[GOOD], n, payload, args.patience, what), flush=True)
+                        print(crowd(port, references[GOOD], n, payload, args.patience, what, at_once), flush=True)
                         time.sleep(2.0)
             if "b" not in args.skip:
                 print("\n(b) clients at once, each with its own stream and chain "
@@ -339,9 +346,12 @@ def main() -> int:
             proc.wait(timeout=30)
             log.seek(0)
             lines = log.read().decode(errors="replace").splitlines()
-        print(f"\nserver log: {len(lines)} lines; {sum('refused' in x for x in lines)} busy refusals, "
-              f"{sum('bytes/s' in x for x in lines)} rate cuts, {sum('idle timeout' in x for x in lines)} idle "
-              f"cuts, {sum('Traceback' in x or 'internal' in x for x in lines)} internal errors")
+        failed = [x for x in lines if "session failed:" in x]   # once per session (its 'closed' line repeats it)
+        count = {"busy refusals": sum("refused" in x for x in lines), "tracebacks": sum("Traceback" in x for x in lines)}
+        count |= {what: sum(needle in x for x in failed) for what, needle in (
+            ("rate cuts", "bytes/s"), ("header deadline cuts", "header-timeout"), ("idle cuts", "idle timeout"),
+            ("deadline cuts", "--session-timeout"), ("internal errors", "internal server error"))}
+        print(f"\nserver log: {len(lines)} lines; " + ", ".join(f"{n} {what}" for what, n in count.items()))
     return 0
 
 
