@@ -16,22 +16,25 @@ clinical Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
 makes the many tiny per-readout matrix products of ``noise_prewhiten`` tens of times slower on a
 small, busy machine (see docs/results.md).
 
-Result (issue 15, ``--runs 5 --blas-threads 1 --clock cpu --peer`` a worktree of 85fb243, the
-commit before the batched GRAPPA; 2 shared cores at load 2-4; this / peer (ratio), CPU s)::
+Result (issue 15, ``--runs 5 --blas-threads 1 --clock cpu --peer`` a worktree of 0179e66, the
+commit before MOCO registration by Newton's method, scipy.fft for the centred FFT, the raw steps'
+and partial Fourier's copies dropped; 2 shared cores at load 1-2.5; this / peer (ratio), CPU s)::
 
     | step                | psir_classic 8 rep   | psir_moco 8 rep      | psir_classic 16 rep  | psir_moco 16 rep     |
-    | noise_prewhiten     | 0.079 / 0.076 (1.04) | 0.088 / 0.082 (1.07) | 0.165 / 0.162 (1.02) | 0.163 / 0.169 (0.97) |
-    | remove_oversampling | 0.152 / 0.228 (0.67) | 0.169 / 0.232 (0.73) | 0.308 / 0.456 (0.67) | 0.312 / 0.483 (0.65) |
-    | buffer_ir_pd        | 0.118 / 0.106 (1.11) | 0.137 / 0.125 (1.10) | 0.383 / 0.320 (1.20) | 0.244 / 0.253 (0.97) |
-    | coil_maps           | 0.057 / 0.053 (1.09) | 0.054 / 0.053 (1.02) | 0.055 / 0.051 (1.08) | 0.053 / 0.054 (0.98) |
-    | unfold              | 0.432 / 0.744 (0.58) | 0.414 / 0.768 (0.54) | 0.697 / 1.277 (0.55) | 0.698 / 1.377 (0.51) |
-    | moco_average        | –                    | 0.961 / 1.812 (0.53) | –                    | 1.962 / 3.539 (0.55) |
-    | psir                | 0.004 / 0.003 (1.23) | 0.002 / 0.002 (1.14) | 0.005 / 0.005 (1.15) | 0.002 / 0.002 (1.00) |
-    | emit_images         | 0.002 / 0.002 (1.10) | 0.002 / 0.002 (1.20) | 0.002 / 0.002 (1.10) | 0.002 / 0.002 (0.95) |
-    | TOTAL               | 0.830 / 1.279 (0.65) | 1.864 / 3.078 (0.61) | 1.591 / 2.225 (0.72) | 3.498 / 5.705 (0.61) |
+    | noise_prewhiten     | 0.046 / 0.080 (0.58) | 0.053 / 0.082 (0.64) | 0.106 / 0.151 (0.70) | 0.093 / 0.165 (0.57) |
+    | remove_oversampling | 0.115 / 0.157 (0.73) | 0.132 / 0.160 (0.83) | 0.264 / 0.281 (0.94) | 0.237 / 0.310 (0.76) |
+    | buffer_ir_pd        | 0.099 / 0.117 (0.84) | 0.126 / 0.124 (1.02) | 0.393 / 0.344 (1.14) | 0.242 / 0.274 (0.88) |
+    | coil_maps           | 0.046 / 0.049 (0.95) | 0.048 / 0.050 (0.96) | 0.049 / 0.050 (1.00) | 0.049 / 0.047 (1.03) |
+    | unfold              | 0.324 / 0.381 (0.85) | 0.313 / 0.365 (0.86) | 0.522 / 0.636 (0.82) | 0.518 / 0.629 (0.82) |
+    | moco_average        | –                    | 0.381 / 0.773 (0.49) | –                    | 0.761 / 1.697 (0.45) |
+    | psir                | 0.003 / 0.003 (0.93) | 0.002 / 0.002 (0.98) | 0.004 / 0.005 (0.88) | 0.002 / 0.002 (0.97) |
+    | emit_images         | 0.002 / 0.002 (0.99) | 0.002 / 0.001 (1.22) | 0.002 / 0.002 (0.86) | 0.002 / 0.002 (1.13) |
+    | TOTAL               | 0.649 / 0.801 (0.81) | 1.045 / 1.573 (0.66) | 1.385 / 1.467 (0.94) | 2.065 / 3.120 (0.66) |
 
-Unchanged steps read 0.97-1.23 (the noise of the shared machine); wall clock, median of 5 at
-load 3.5-4.5: psir_classic 1.45 / 1.93 s and psir_moco 2.91 / 4.95 s at 8 repeats.
+An earlier run of the same pair at load 2-4 read moco_average 0.381 / 0.896 (0.42) and psir_moco
+1.089 / 1.698 (0.64) at 8 repeats: single steps still vary ~20 % between runs (buffer_ir_pd,
+unchanged, 0.75-1.24). The run before, against 85fb243 (before the batched GRAPPA): psir_classic
+0.83 / 1.28 s and psir_moco 1.86 / 3.08 s at 8 repeats.
 """
 
 from __future__ import annotations
