@@ -216,6 +216,50 @@ def _refine_model(weights: str):
     return entry
 
 
+#: 3×3-mean |PD| (SNR units, classical image) below which a pixel may be background air
+AIR_PD_SNR = 3.0
+
+
+def background_air(pd: np.ndarray) -> np.ndarray:
+    """Background air of a ``(y, x)`` PD image in SNR units: low-signal regions touching the border.
+
+    A pixel is low-signal where the 3×3 mean of |PD| is below :data:`AIR_PD_SNR` (noise alone:
+    Rayleigh mean 0.89σ, the 3×3 mean's spread ~0.15σ; tissue is at 10σ and more); of those, only
+    the connected regions that touch the image border are background, so the lungs and other
+    dark regions inside the body are not.
+
+    Returns
+    -------
+    (y, x) bool
+    """
+    from scipy import ndimage
+    low = ndimage.uniform_filter(np.abs(pd).astype(np.float32), size=3, mode="nearest") < AIR_PD_SNR
+    labels, _ = ndimage.label(low)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0])
+
+
+def _classical_outside_signal(res: PsirResult, ir: np.ndarray, pd: np.ndarray) -> PsirResult:
+    """``res`` with the classical PSIR and MagIR in the background air (:func:`background_air`).
+
+    The refine network is trained on the body's PSIR only (its loss weighs air 0), so outside the
+    body its output is not an image (stripes brighter than noise); there the classical result of
+    the same repeat stands. Inside the body, lungs included, the network's result is kept.
+
+    Parameters
+    ----------
+    res : the refined result, ``(y, x)`` arrays.
+    ir, pd : (y, x) complex64, the classical images of the repeat, SNR units.
+    """
+    air = background_air(pd)
+    if not air.any():
+        return res
+    classical = classical_psir(ir, pd, PsirParams())
+    psir = np.where(air, classical.psir, res.psir).astype(np.float32)
+    magir = np.where(air, classical.magir, res.magir).astype(np.float32)
+    return PsirResult(psir=psir, magir=magir, phase=res.phase, scc=res.scc)
+
+
 def _refined(info, ir: np.ndarray, pd: np.ndarray, entry, repeat: int, roi_fraction: float,
              fallback: bool, step: str, ctx: StepContext) -> PsirImages:
     """PsirRefine on the key-frame repeat of ``ir``/``pd`` ``(repeats, y, x)``, then its head;
@@ -243,6 +287,7 @@ def _refined(info, ir: np.ndarray, pd: np.ndarray, entry, repeat: int, roi_fract
     # the model's head: reg = (t·σ)² = 16 on images of gain g (σ = g there; the MOCO target's)
     res = psir_fn(ir_g, pd_g, window_px=model.window_px, noise_sigma=1.0,
                   t=float(np.sqrt(model.reg)), psirnet_compatible=True)
+    res = _classical_outside_signal(res, ir[k], pd[k])
     ctx.log.info("%s: slice %d, repeat %d of %d refined (%s)", step, info.slice, info.repeats[k],
                  len(ir), entry.weights)
     # the PD series is the reconstructed PD heartbeat (SNR units): the network is trained on the
