@@ -98,15 +98,19 @@ def _load_model(weights: str, device: str, preset: str = "published", sha256: st
     return get_model(weights, device, preset=preset, sha256=sha256)
 
 
+def _classical_result(info, ir: np.ndarray, pd: np.ndarray, k: int, reason: str) -> PsirImages:
+    """The classical PSIR (Kellman) of repeat ``k`` of ``ir``/``pd`` ``(repeats, y, x)``, and why."""
+    p = PsirParams()   # exactly what psir_classic's psir step does
+    return PsirImages(info, classical_psir(ir[k], pd[k], p), pd[k], noise_sigma=p.noise_sigma,
+                      used=(int(k),), key=int(k), fallback=f"classical PSIR: {reason}")
+
+
 def _classical_fallback(mk: MappedKspace, params: PsirnetReconParams, reason: str) -> PsirImages:
     """The classical PSIR of the slice's key-frame repeat (GRAPPA, Kellman), and why."""
     ir, pd = unfold_cropped(mk)
-    p = PsirParams()   # exactly what psir_classic's psir step does
     with on_slice(mk.info, "psirnet_recon"):
         k = choose_repeat(ir, params.repeat, params.roi_fraction)
-        res = classical_psir(ir[k], pd[k], p)
-    return PsirImages(mk.info, res, pd[k], noise_sigma=p.noise_sigma, used=(int(k),), key=int(k),
-                      fallback=f"classical PSIR: {reason}")
+        return _classical_result(mk.info, ir, pd, k, reason)
 
 
 def allowed_weights(params) -> None:
@@ -275,9 +279,7 @@ def _refined(info, ir: np.ndarray, pd: np.ndarray, entry, repeat: int, roi_fract
         if not fallback:
             raise StepError(f"{step}: slice {info.slice}: {why}")
         ctx.log.warning("%s: slice %d: %s; classical PSIR for this slice instead", step, info.slice, why)
-        p = PsirParams()   # exactly what psir_classic's psir step does
-        return PsirImages(info, classical_psir(ir[k], pd[k], p), pd[k], noise_sigma=p.noise_sigma,
-                          used=(int(k),), key=int(k), fallback=f"classical PSIR: {why}")
+        return _classical_result(info, ir, pd, k, why)
     as_input = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None].to(entry.device)  # noqa: E731
     with torch.no_grad(), entry.lock:
         ir2, pd2 = model.refine(as_input(ir[k]), as_input(pd[k]))
