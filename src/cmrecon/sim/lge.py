@@ -57,7 +57,7 @@ from cmrecon.sim.protocol import ScanProtocol
 from cmrecon.sim.sampling import PARTIAL_FOURIER_CHOICES, Sampling, line_signals, sampling_pattern
 from cmrecon.sim.signal import TISSUES, SequenceTiming, hard_pulse_shot_signals, sample_tissue_params
 from cmrecon.sim.stream import heartbeat_readouts
-from cmrecon.sim.subject import complex_normal, draw_slice, draw_subject
+from cmrecon.sim.subject import SliceDraw, complex_normal, draw_slice, draw_subject
 from cmrecon.sim.truth import SimTruth
 
 __all__ = ["LgeParams", "SimCase", "SimParamError", "simulate_lge"]
@@ -185,24 +185,17 @@ class SimCase:
 
 
 @dataclass(frozen=True, eq=False)
-class _Slice:
-    """What is drawn for one slice, on the simulator's oversampled ``(RO_os, PE)`` grid.
+class _Slice(SliceDraw):
+    """One slice's draw (:class:`cmrecon.sim.subject.SliceDraw`: anatomy, coils, phase on the
+    oversampled ``(RO_os, PE)`` grid) and its breathing.
 
     Attributes
     ----------
-    anatomy : the slice's anatomy (the subject's body wall, thorax, lungs and aorta).
-    sens_phase : (coils, RO_os, PE) complex64, ``C_c · e^{iφ_b}``.
-    maps : (coils, RO_os, PE) complex64, true prewhitened maps ``W·C / RSS(W·C)``.
-    phase : (RO_os, PE) float, background phase φ_b, rad.
     motion_mm : (repeats, 2 sets, 2 (dx, dy)) float64, heart displacement in each heartbeat.
     wall : share of the heart's displacement the body wall follows.
     key : the key repeat (medoid of the IR displacements), the truth's frame.
     """
 
-    anatomy: ph.Anatomy
-    sens_phase: np.ndarray
-    maps: np.ndarray
-    phase: np.ndarray
     motion_mm: np.ndarray
     wall: float
     key: int
