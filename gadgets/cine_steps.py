@@ -28,7 +28,7 @@ import numpy as np
 from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
 from cmrecon.errors import StepError
-from cmrecon.io.acquisitions import is_non_imaging
+from cmrecon.io.acquisitions import head_copy, is_non_imaging
 from cmrecon.io.header import encoding_info
 from cmrecon.io.images import auto_window, make_image
 from cmrecon.products.cine import CineImages, CineKspace, CineMapped, CineSliceInfo, CoilMaps
@@ -106,7 +106,7 @@ def buffer_cine(items: Iterator[Item], params: BufferCineParams, ctx: StepContex
             data=np.asarray(item.data), slice=int(idx.slice), phase=int(idx.phase),
             line=int(idx.kspace_encode_step_1), center_sample=int(item.center_sample),
             calibration=calib, last_in_slice=item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE),
-            trigger_ms=float(item.physiology_time_stamp[0]) * TICK_MS, ref=item.getHead())
+            trigger_ms=float(item.physiology_time_stamp[0]) * TICK_MS, ref=head_copy(item))
         for sl in buf.push(readout):
             ctx.log.info("buffer_cine: slice %d complete (%d phases, R=%d)", sl.info.slice,
                          len(sl.info.phases), sl.acceleration)

@@ -27,7 +27,7 @@ import numpy as np
 from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
 from cmrecon.errors import StepError
-from cmrecon.io.acquisitions import is_non_imaging
+from cmrecon.io.acquisitions import head_copy, is_non_imaging
 from cmrecon.io.header import encoding_info
 from cmrecon.io.images import auto_window, make_image
 from cmrecon.products.lge import AveragedImages, CoilMaps, IrPdKspace, MappedKspace, PsirImages, RepeatImages, SliceInfo
@@ -147,7 +147,7 @@ def buffer_ir_pd(items: Iterator[Item], params: BufferIrPdParams, ctx: StepConte
             data=np.asarray(item.data), slice=int(idx.slice), set=int(idx.set),
             repeat=index_of(idx), line=int(idx.kspace_encode_step_1),
             center_sample=int(item.center_sample), calibration=calib, imaging=not calib_only,
-            last_in_slice=item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE), ref=item.getHead())
+            last_in_slice=item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE), ref=head_copy(item))
         for sl in buf.push(readout):
             ctx.log.info("buffer_ir_pd: slice %d complete (%d repeats, R=%d)", sl.info.slice,
                          len(sl.info.repeats), sl.acceleration)

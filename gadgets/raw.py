@@ -10,6 +10,7 @@ import numpy as np
 
 from cmrecon.chain.registry import Item, NoParams, StepContext, register
 from cmrecon.errors import StepError
+from cmrecon.io.acquisitions import head_copy
 from cmrecon.io.header import encoding_info
 from cmrecon.recon.cartesian import remove_readout_oversampling
 from cmrecon.recon.noise import noise_covariance, prewhiten, prewhitening_matrix
@@ -24,14 +25,6 @@ class PrewhitenParams:
                "stops the stream; 'identity' passes data unwhitened and logs a warning "
                "(images are then not in SNR units)",
         "choices": ("error", "identity")})
-
-
-def _head_copy(item: ismrmrd.Acquisition) -> ismrmrd.AcquisitionHeader:
-    """A copy of a readout's header (one ctypes buffer copy: 0.4 us; ``getHead()`` deep-copies, 7 us).
-
-    Reads ismrmrd's ``Acquisition._head``, as cmrecon.io.protocol does to encode a readout.
-    """
-    return ismrmrd.AcquisitionHeader.from_buffer_copy(item._head)
 
 
 #: noise samples kept for the covariance (24 noise readouts of 32 MiB once held 800 MB); 64 MiB is
@@ -95,7 +88,7 @@ def noise_prewhiten(items: Iterator[Item], params: PrewhitenParams, ctx: StepCon
                                 f"{whitening.shape[0]}")
             # a new readout holding the whitened samples as its data (never whiten the caller's):
             # no zero-filled buffer to copy them into
-            item = ismrmrd.Acquisition(_head_copy(item), prewhiten(np.asarray(item.data), whitening),
+            item = ismrmrd.Acquisition(head_copy(item), prewhiten(np.asarray(item.data), whitening),
                                        item.traj.copy())
         yield item
 
@@ -119,7 +112,7 @@ def remove_oversampling(items: Iterator[Item], params: NoParams, ctx: StepContex
             yield item
             continue
         cropped = remove_readout_oversampling(np.asarray(item.data), n_rec)
-        head = _head_copy(item)
+        head = head_copy(item)
         head.number_of_samples = n_rec
         head.center_sample = item.center_sample * n_rec // n_enc
         head.discard_pre = 0

@@ -192,3 +192,23 @@ def test_repeat_counter_auto_numbers_average_and_repetition_layouts():
     # forcing one counter: the other is ignored, and the header count is that counter's
     index_of, expected = repeat_indexer("average", rep_layout)
     assert expected == 1 and index_of(NS(average=0, repetition=3)) == 0
+
+
+def test_asymmetric_echo_lands_on_its_columns_and_a_repeated_line_replaces_the_earlier_whole():
+    """A readout with k = 0 at sample 2 (asymmetric echo) fills columns 2..7 with samples 0..5,
+    columns 0..1 stay zero; a line sent again (a re-acquisition) replaces the earlier row whole,
+    it is not added to or merged with it.
+    """
+    buf = _buffer(repeats=1, R=1)
+    full = [r for s in (0, 1) for r in _shot(0, s, 0, range(KY))]
+    # set 0, line 3 first as a centred readout of 7s, then again with k = 0 at sample 2
+    again = Readout(data=np.arange(1, KX + 1, dtype=np.complex64)[None].repeat(COILS, 0), slice=0, set=0,
+                    repeat=0, line=3, center_sample=2, ref=("hdr",))
+    first = Readout(data=np.full((COILS, KX), 7, np.complex64), slice=0, set=0, repeat=0, line=3,
+                    center_sample=KX // 2)
+    out = []
+    for r in [first, again] + full[:3] + full[4:]:   # full[3] (line 3 of set 0) is replaced above
+        out += buf.push(r)
+    (sl,) = out
+    np.testing.assert_array_equal(sl.ir[0, 1, 3], [0, 0, 1, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(sl.ir[0, :, 4], np.full((COILS, KX), 4))

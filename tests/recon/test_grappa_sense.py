@@ -164,6 +164,9 @@ def test_grappa_rejects_bad_input(case):
         grappa_weights(ksp[:, :5], 2)
     with pytest.raises(ValueError, match="mask_pe"):
         grappa_fill(ksp, np.ones(3, bool), ksp[:, ACS], 2)
+    # an ACS block without signal: the calibration system is singular, named as such
+    with pytest.raises(ValueError, match="singular"):
+        grappa_weights(np.zeros_like(ksp[:, ACS]), 2)
     assert lattice_offset(_mask(3, 2, acs=ACS), 3) == 2
 
 

@@ -191,9 +191,6 @@ class IrPdBuffer:
             raise StepError(f"readout for slice {r.slice} (set {r.set}, repeat {r.repeat}) arrived "
                             "after that slice was complete and released")
         row = kspace_row(r.line, self.center_line, self.matrix_ky)
-        aligned = np.zeros_like(data, dtype=np.complex64)
-        place_readout(aligned, data, r.center_sample)
-        data = aligned
         sl = self._open.get(r.slice)
         if sl is None:
             nbytes = 2 * coils * self.matrix_ky * kx * 8
@@ -209,12 +206,21 @@ class IrPdBuffer:
                 sl.nbytes += nbytes
                 sl.kspace[key] = np.zeros((coils, self.matrix_ky, kx), np.complex64)
                 sl.rows[key] = np.zeros(self.matrix_ky, bool)
-            sl.kspace[key][:, row] = data
+            target = sl.kspace[key][:, row]      # a view: the readout is placed in k-space directly
+            if sl.rows[key][row]:                # a repeated line replaces the earlier one whole
+                target[:] = 0
+            place_readout(target, data, r.center_sample)
             sl.rows[key][row] = True
             dist = abs(r.line - self.center_line)
             if key not in sl.refs or dist < sl.refs[key][0]:
                 sl.refs[key] = (dist, r.ref)
         if r.calibration:
+            if r.imaging:
+                data = target.copy()
+            else:
+                aligned = np.zeros((coils, kx), np.complex64)
+                place_readout(aligned, data, r.center_sample)
+                data = aligned
             sl.acs_sum[r.set, :, row] += data
             sl.acs_count[r.set, row] += 1
             if self.calibration_mode == "embedded":

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+import scipy.linalg
+from scipy.linalg.blas import zherk
 
 __all__ = ["GrappaWeights", "grappa_weights", "grappa_fill", "lattice_offset"]
 
@@ -113,8 +115,9 @@ def grappa_weights(acs: np.ndarray, R: int, kernel: tuple[int, int] = (4, 5),
     Raises
     ------
     ValueError
-        R outside 1..4, a bad kernel, negative ``lam``, or an ACS block too short to hold one
-        kernel (``ay < R·(kernel_ky − 1) + 1``) or narrower than ``kernel_kx``.
+        R outside 1..4, a bad kernel, negative ``lam``, an ACS block too short to hold one
+        kernel (``ay < R·(kernel_ky − 1) + 1``) or narrower than ``kernel_kx``, or a singular
+        calibration (no signal in the block).
 
     References
     ----------
@@ -148,9 +151,17 @@ def grappa_weights(acs: np.ndarray, R: int, kernel: tuple[int, int] = (4, 5),
                              np.zeros(half, bool)], len(base))
         src = src[keep]
         tgt = np.moveaxis(acs[:, base + t, :], 0, -1).reshape(len(base) * nx, nc)[keep]
-        gram = src.conj().T @ src
-        reg = lam * np.real(np.trace(gram)) / gram.shape[0]
-        w = np.linalg.solve(gram + reg * np.eye(gram.shape[0]), src.conj().T @ tgt)
+        # S^H S by a Hermitian rank-k update (upper triangle: half a general product's work),
+        # then Cholesky; λ = lam · mean eigenvalue on the diagonal
+        gram = zherk(1.0, src, trans=2)
+        diag = np.einsum("ii->i", gram)
+        diag += lam * float(diag.real.sum()) / gram.shape[0]
+        try:
+            factor = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError as exc:
+            raise ValueError(f"GRAPPA calibration for R={R} is singular (an ACS block without "
+                             f"signal, or lam = 0 with too few ACS rows): {exc}") from exc
+        w = scipy.linalg.cho_solve(factor, src.conj().T @ tgt, check_finite=False)
         ws.append(w.astype(np.complex64))
     return GrappaWeights(R=R, kernel=(ky, kx), weights=tuple(ws))
 

@@ -35,6 +35,8 @@ Med Image Anal 1998;2:243-260.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,21 +173,24 @@ def _ramp(freqs: np.ndarray, shift: float) -> np.ndarray:
     return np.exp(-2j * np.pi * freqs * shift)
 
 
+@functools.lru_cache(maxsize=16)
 def _freqs(shape: tuple[int, int]) -> tuple:
-    """Frequencies of the ``rfft2`` half spectrum for :func:`_shifted_spectra`.
+    """Frequencies of the ``rfft2`` half spectrum for :func:`_shifted_spectra` (cached, read-only).
 
     Returns ``(fy, fx, nyq_y, nyq_x)``: ``fy`` all ``ny`` rows and ``fx`` the ``nx//2 + 1`` half
     columns (``fftfreq`` values, cycles/px), and the index of the Nyquist row (``ny`` even) and
     Nyquist column (``nx`` even), else None: there ``f = −1/2`` is its own Hermitian partner.
     """
     ny, nx = shape
-    return (np.fft.fftfreq(ny), np.fft.rfftfreq(nx) * np.where(np.arange(nx // 2 + 1) == nx / 2, -1, 1),
-            ny // 2 if ny % 2 == 0 else None, nx // 2 if nx % 2 == 0 else None)
+    fy = np.fft.fftfreq(ny)
+    fx = np.fft.rfftfreq(nx) * np.where(np.arange(nx // 2 + 1) == nx / 2, -1, 1)
+    fy.flags.writeable = fx.flags.writeable = False
+    return fy, fx, ny // 2 if ny % 2 == 0 else None, nx // 2 if nx % 2 == 0 else None
 
 
 def _nyquist_factor(order: int, shift: float) -> float:
-    """Hermitian part ``Re[(−iπ)^a·e^{iπd}]`` of the multiplier ``(2πi f)^a·e^{−2πi f d}`` at ``f = −1/2``."""
-    return float(((-1j * np.pi) ** order * np.exp(1j * np.pi * shift)).real)
+    """Hermitian part ``Re[(−iπ)^a·e^{iπd}] = π^a·cos(πd − aπ/2)`` of the multiplier ``(2πi f)^a·e^{−2πi f d}`` at ``f = −1/2``."""
+    return math.pi ** order * math.cos(math.pi * (shift - 0.5 * order))
 
 
 def _shifted_spectra(spec: np.ndarray, shift: np.ndarray, freqs: tuple,
