@@ -65,6 +65,14 @@ def test_bad_env_value_is_a_clear_error():
     with pytest.raises(CmreconError, match="CMRECON_BLAS_THREADS"):
         Settings.build(environ={"CMRECON_BLAS_THREADS": "-3"})
     assert Settings.build(threads=3, environ={"CMRECON_BLAS_THREADS": "2"}) == Settings(3, 3)  # flags first
+    # compute workers: 0 (one per core) unless CMRECON_WORKERS or --workers says otherwise
+    assert Settings.build(environ={}).workers == 0
+    assert Settings.build(environ={"CMRECON_WORKERS": "3"}).workers == 3
+    assert Settings.build(workers=1, environ={"CMRECON_WORKERS": "3"}).workers == 1
+    with pytest.raises(CmreconError, match="CMRECON_WORKERS"):
+        Settings.build(environ={"CMRECON_WORKERS": "two"})
+    with pytest.raises(CmreconError, match="--workers"):
+        Settings.build(workers=-1, environ={})
 
 
 @pytest.mark.parametrize("value, expect", [(None, "1"), ("2", "2"), ("0", "default")])

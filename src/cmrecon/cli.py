@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="BLAS and torch threads per process for serve/replay/evaluate/demo "
                              "(default 1, or CMRECON_BLAS_THREADS / CMRECON_TORCH_THREADS; 0 = the "
                              "libraries' own defaults)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="compute threads that share a slice's independent pieces (GRAPPA "
+                             "batches, MOCO registrations), one pool per process shared by every "
+                             "connection (default: one per core, or CMRECON_WORKERS; 1 = serial)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the MRD stream server (Gadgetron protocol)")
@@ -308,12 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from cmrecon.runtime import Settings, configure
-        settings = configure(Settings.build(threads=args.threads,
+        settings = configure(Settings.build(threads=args.threads, workers=args.workers,
                                             weights_path=getattr(args, "weights_path", None)))
         if args.command in ("serve", "replay", "evaluate", "demo"):
+            from cmrecon.parallel import workers
             logging.getLogger("cmrecon").info(
-                "threads: BLAS %s, torch %s (--threads, CMRECON_BLAS_THREADS, CMRECON_TORCH_THREADS)",
-                settings.blas_threads, settings.torch_threads)
+                "threads: BLAS %s, torch %s (--threads, CMRECON_BLAS_THREADS, CMRECON_TORCH_THREADS); "
+                "compute workers %d (--workers, CMRECON_WORKERS)",
+                settings.blas_threads, settings.torch_threads, workers())
         return int(args.func(args) or 0)
     except CmreconError as exc:
         print(f"cmrecon {args.command}: error: {exc}", file=sys.stderr)

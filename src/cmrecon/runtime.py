@@ -5,7 +5,9 @@ readout in ``noise_prewhiten``). Multithreaded OpenBLAS spins its worker threads
 them: on a 2-core machine whose cores are busy (other connections, torch's own threads) that
 made prewhitening 80× slower (0.06 s → 4.9 s per slice, bench/bench_lge_chains.py), and the
 shipped model ran 26 s/slice with torch's default threads and 4 s with one. Parallelism in
-cmrecon comes from concurrent connections instead, so each process entry (``cmrecon``'s main,
+cmrecon comes from concurrent connections and, within a slice, from a slice's independent
+pieces (GRAPPA batches, MOCO registrations) on the process's compute workers
+(:mod:`cmrecon.parallel`, ``CMRECON_WORKERS``, a thread per core by default), so each process entry (``cmrecon``'s main,
 a step Gadgetron starts as an external Python gadget) calls :func:`configure` once: BLAS is
 limited at once (threadpoolctl finds numpy's and scipy's bundled BLAS); torch's intra-op threads
 are set when the first model loads (:func:`apply_torch_threads`), so classical chains never
@@ -24,6 +26,7 @@ from cmrecon.errors import CmreconError
 
 BLAS_ENV = "CMRECON_BLAS_THREADS"
 TORCH_ENV = "CMRECON_TORCH_THREADS"
+WORKERS_ENV = "CMRECON_WORKERS"
 WEIGHTS_PATH_ENV = "CMRECON_WEIGHTS_PATH"
 _lock = threading.Lock()
 _configured: "Settings | None" = None
@@ -67,34 +70,42 @@ class Settings:
     torch_threads : torch intra-op threads (0 = torch's default).
     weights_path : absolute folders whose files a chain may name as weights, besides the shipped
         ones (:func:`cmrecon.models.shipped.resolve_chain_weights`); () = shipped weights only.
+    workers : threads that share a slice's independent pieces (:mod:`cmrecon.parallel`; 0 = the
+        cores this process may run on, 1 = serial).
     """
 
     blas_threads: int = 1
     torch_threads: int = 1
     weights_path: tuple[str, ...] = ()
+    workers: int = 0
 
     @classmethod
     def build(cls, threads: int | None = None, environ: Mapping[str, str] | None = None,
-              weights_path: str | Iterable[str] | None = None) -> "Settings":
-        """Flags first (``--threads N`` sets both, ``--weights-path DIR`` the weights folders),
-        then ``CMRECON_BLAS_THREADS`` / ``CMRECON_TORCH_THREADS`` / ``CMRECON_WEIGHTS_PATH``
-        (``os.pathsep``-separated folders), then the defaults (1 thread, shipped weights only).
+              weights_path: str | Iterable[str] | None = None, workers: int | None = None) -> "Settings":
+        """Flags first (``--threads N`` sets both, ``--weights-path DIR`` the weights folders,
+        ``--workers N``), then ``CMRECON_BLAS_THREADS`` / ``CMRECON_TORCH_THREADS`` /
+        ``CMRECON_WEIGHTS_PATH`` (``os.pathsep``-separated folders) / ``CMRECON_WORKERS``, then
+        the defaults (1 thread, shipped weights only, a compute worker per core).
 
         Raises
         ------
         CmreconError
-            A negative ``threads`` or a malformed environment value.
+            A negative ``threads`` or ``workers``, or a malformed environment value.
         """
         env = os.environ if environ is None else environ
+        if workers is None:
+            workers = parse_threads(env.get(WORKERS_ENV) or "0", WORKERS_ENV)
+        elif workers < 0:
+            raise CmreconError(f"--workers {workers}: expected a whole number >= 0 (0 = one per core)")
         folders = parse_folders(weights_path) if weights_path is not None else \
             parse_folders(env.get(WEIGHTS_PATH_ENV))
         if threads is not None:
             if threads < 0:
                 raise CmreconError(f"--threads {threads}: expected a whole number >= 0 "
                                    "(0 = the libraries' defaults)")
-            return cls(threads, threads, folders)
+            return cls(threads, threads, folders, workers)
         return cls(parse_threads(env.get(BLAS_ENV), BLAS_ENV), parse_threads(env.get(TORCH_ENV), TORCH_ENV),
-                   folders)
+                   folders, workers)
 
 
 def configure(settings: Settings) -> Settings:
@@ -106,6 +117,7 @@ def configure(settings: Settings) -> Settings:
             threadpool_limits(limits=settings.blas_threads, user_api="blas")
         os.environ[BLAS_ENV] = str(settings.blas_threads)
         os.environ[TORCH_ENV] = str(settings.torch_threads)
+        os.environ[WORKERS_ENV] = str(settings.workers)
         if settings.weights_path:
             os.environ[WEIGHTS_PATH_ENV] = os.pathsep.join(settings.weights_path)
         else:

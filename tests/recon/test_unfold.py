@@ -82,3 +82,17 @@ def test_images_with_other_filled_extents_get_their_own_partial_fourier(repeats)
         ref = np.stack([_one_at_a_time(k, mask, 2, weights, maps, "homodyne") for k in data])
         np.testing.assert_allclose(got, ref, rtol=0, atol=TOL_F32 * np.abs(ref).max())
     assert np.all(out[0][1] == 0)
+
+
+def test_grappa_batches_on_two_compute_workers_are_bitwise_the_loop(repeats, monkeypatch):
+    """The GRAPPA batches of unfold run on the compute workers (cmrecon.parallel): the same images, bit for bit."""
+    from cmrecon import runtime
+    ir, pd, maps = repeats
+    mask = _mask(2)
+    ir_u, pd_u = ir * mask[None, None, :, None], pd * mask[None, None, :, None]
+    out = []
+    for n in (1, 2):
+        monkeypatch.setattr(runtime, "_configured", runtime.Settings(workers=n))
+        out.append(unfold(ir_u, pd_u, maps, mask, 2, pd[0][:, ACS], batch_bytes=IMAGE_BYTES))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])

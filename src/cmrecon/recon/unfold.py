@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmrecon.coils.maps import espirit, inati, lowres_images_from_acs, walsh
+from cmrecon.parallel import pmap
 from cmrecon.recon.fft import fft2c
 from cmrecon.recon.grappa import grappa_fill, grappa_weights
 from cmrecon.recon.partial_fourier import partial_fourier
@@ -261,10 +262,13 @@ def unfold(ir_kspace: np.ndarray, pd_kspace: np.ndarray, maps: np.ndarray, mask_
         out = np.empty((2 * n, ky, kx), np.complex64)
         combination = _combination_weights(maps)
         step = max(1, batch_bytes // (nc * ky * kx * np.dtype(np.complex64).itemsize))
-        for start in range(0, 2 * n, step):
+
+        def batch(start: int) -> None:   # batches write disjoint rows of out
             stop = min(start + step, 2 * n)
             out[start:stop] = _grappa_images(_set_major(ir_kspace, pd_kspace, start, stop), combination,
                                              mask_pe, R, weights, partial_fourier_method)
+
+        pmap(batch, range(0, 2 * n, step))   # on the compute workers: same images as a loop
         out = out.reshape(2, n, ky, kx)
     elif method == "sense":
         acquired = np.flatnonzero(mask_pe)
