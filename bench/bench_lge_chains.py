@@ -1,6 +1,6 @@
 """Per-slice time of each classical LGE step and chain (16 coils, 192×144, R = 2).
 
-    python bench/bench_lge_chains.py [--runs 3] [--blas-threads 1] [--peer DIR] [--clock cpu]
+    python bench/bench_lge_chains.py [--runs 3] [--blas-threads 1] [--workers N] [--peer DIR]
 
 Simulates one slice with 16 repeats (seed 0) once, then times, per run, every step of
 ``psir_classic`` and ``psir_moco`` as the chain runs them (exclusive time: a stage's time minus
@@ -87,7 +87,7 @@ def simulate(path: Path, matrix: tuple[int, int], coils: int) -> None:
           f"{os.environ.get('CMRECON_BLAS_THREADS', 'unset: 1')})", file=sys.stderr)
 
 
-def worker(case_path: str, clock_name: str) -> dict:
+def worker(case_path: str) -> dict:
     """One run of every (chain, repeats) on the pickled stream, with whichever cmrecon imports first."""
     import copy
     import logging
@@ -103,7 +103,6 @@ def worker(case_path: str, clock_name: str) -> dict:
 
     configure(Settings.build())  # as cmrecon's process entry does
     logging.getLogger("cmrecon").setLevel(logging.WARNING)
-    clock = time.perf_counter if clock_name == "wall" else time.process_time
     with open(case_path, "rb") as f:
         header_xml, raw = pickle.load(f)
     items = []
@@ -127,21 +126,25 @@ def worker(case_path: str, clock_name: str) -> dict:
             raise SystemExit("bench: could not rewrite the average limit in the header")
         return hdr.encode(), kept
 
-    def run_timed(chain_name: str, hdr: bytes, stream_items) -> dict[str, float]:
+    def run_timed(chain_name: str, hdr: bytes, stream_items) -> dict[str, dict[str, float]]:
         chain = resolve(chain_name)
         ctx = StepContext(header_xml=hdr)
-        cumulative: dict[str, float] = {}
+        clocks = {"wall": time.perf_counter, "cpu": time.process_time}   # cpu: all threads
+        cumulative: dict[str, dict[str, float]] = {c: {} for c in clocks}
 
         def timed(name, gen):
-            cumulative[name] = 0.0
+            for c in clocks:
+                cumulative[c][name] = 0.0
             while True:
-                t = clock()
+                t = {c: f() for c, f in clocks.items()}
                 try:
                     x = next(gen)
                 except StopIteration:
-                    cumulative[name] += clock() - t
+                    for c, f in clocks.items():
+                        cumulative[c][name] += f() - t[c]
                     return
-                cumulative[name] += clock() - t
+                for c, f in clocks.items():
+                    cumulative[c][name] += f() - t[c]
                 yield x
 
         stream = iter(copy.deepcopy(stream_items))
@@ -149,11 +152,13 @@ def worker(case_path: str, clock_name: str) -> dict:
             stream = timed(s.name, get_step(s.name).fn(stream, s.params, ctx))
         out = list(stream)
         assert any(isinstance(o, ismrmrd.Image) for o in out)
-        exclusive, prev = {}, 0.0
-        for s in chain.steps:
-            exclusive[s.name] = cumulative[s.name] - prev
-            prev = cumulative[s.name]
-        exclusive["TOTAL"] = prev
+        exclusive: dict[str, dict[str, float]] = {c: {} for c in clocks}
+        for c in clocks:
+            prev = 0.0
+            for s in chain.steps:
+                exclusive[c][s.name] = cumulative[c][s.name] - prev
+                prev = cumulative[c][s.name]
+            exclusive[c]["TOTAL"] = prev
         return exclusive
 
     run_timed(CHAINS[-1], *keep_repeats(REPEATS[0]))   # warm-up: imports, FFT plans, allocator
@@ -174,15 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coils", type=int, default=16)
     ap.add_argument("--peer", type=Path, default=None,
                     help="another checkout to alternate runs with (e.g. a git worktree of a base commit)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: elapsed time; cpu: the process's CPU time (less sensitive to other "
-                         "processes on a shared machine; equal to wall for single-threaded steps)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="CMRECON_WORKERS for the runs (default: as cmrecon sets it, one per core; "
+                         "1 = serial; a peer checkout older than the compute workers ignores it)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.blas_threads is not None:
         os.environ["CMRECON_BLAS_THREADS"] = str(args.blas_threads)
+    if args.workers is not None:
+        os.environ["CMRECON_WORKERS"] = str(args.workers)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.clock)))
+        print(json.dumps(worker(args.worker)))
         return 0
 
     import numpy as np
@@ -198,38 +205,39 @@ def main(argv: list[str] | None = None) -> int:
             for label in checkouts:   # alternate: this, peer, this, peer, ...
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                     [str(paths[label])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(case),
-                                      "--clock", args.clock],
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(case)],
                                      env=env, capture_output=True, text=True, cwd=tmp)
                 if out.returncode:
                     raise SystemExit(f"bench: the {label} run failed:\n{out.stderr[-4000:]}")
                 runs[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(f"run {r + 1}/{args.runs} {label}: " + ", ".join(
-                    f"{k} {v['TOTAL']:.2f} s" for k, v in runs[label][-1].items()), file=sys.stderr)
+                    f"{k} {v['wall']['TOTAL']:.2f} s" for k, v in runs[label][-1].items()), file=sys.stderr)
 
-    def median(label: str, key: str, step: str) -> float | None:
-        vals = [t[key][step] for t in runs[label] if step in t[key]]
+    def median(label: str, key: str, clock: str, step: str) -> float | None:
+        vals = [t[key][clock][step] for t in runs[label] if step in t[key][clock]]
         return float(np.median(vals)) if vals else None
 
     cols = [f"{c} {n}" for n in REPEATS for c in CHAINS]
     what = "this / peer (ratio)" if args.peer else "this checkout"
-    print(f"\nper-slice {args.clock} time, median of {args.runs} runs, seconds, {what} ({args.coils} coils, "
-          f"{matrix[0]}x{matrix[1]}, R = 2; clinical Gadgetron MOCO: > 5 s/slice)"
-          + (f"\npeer: {args.peer}" if args.peer else "") + "\n")
-    print("| step | " + " | ".join(f"{c.split()[0]} ({c.split()[1]} rep)" for c in cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for s in STEPS:
-        cells = []
-        for key in cols:
-            this = median("this", key, s)
-            if this is None:
-                cells.append("–")
-            elif args.peer and median("peer", key, s):
-                peer = median("peer", key, s)
-                cells.append(f"{this:.3f} / {peer:.3f} ({this / peer:.2f})")
-            else:
-                cells.append(f"{this:.3f}")
-        print(f"| {s} | " + " | ".join(cells) + " |")
+    workers = os.environ.get("CMRECON_WORKERS") or "one per core"
+    for clock, meaning in (("wall", "elapsed"), ("cpu", "CPU time of all the process's threads")):
+        print(f"\nper-slice {clock} time ({meaning}), median of {args.runs} runs, seconds, {what} "
+              f"({args.coils} coils, {matrix[0]}x{matrix[1]}, R = 2; compute workers: {workers}; "
+              "clinical Gadgetron MOCO: > 5 s/slice)" + (f"\npeer: {args.peer}" if args.peer else "") + "\n")
+        print("| step | " + " | ".join(f"{c.split()[0]} ({c.split()[1]} rep)" for c in cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for s in STEPS:
+            cells = []
+            for key in cols:
+                this = median("this", key, clock, s)
+                peer = median("peer", key, clock, s) if args.peer else None
+                if this is None:
+                    cells.append("–")
+                elif peer:
+                    cells.append(f"{this:.3f} / {peer:.3f} ({this / peer:.2f})")
+                else:
+                    cells.append(f"{this:.3f}")
+            print(f"| {s} | " + " | ".join(cells) + " |")
     return 0
 
 

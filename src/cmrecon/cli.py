@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "libraries' own defaults)")
     parser.add_argument("--workers", type=int, default=None,
                         help="compute threads that share a slice's independent pieces (GRAPPA "
-                             "batches, MOCO registrations), one pool per process shared by every "
+                             "batches), one pool per process shared by every "
                              "connection (default: one per core, or CMRECON_WORKERS; 1 = serial)")
     sub = parser.add_subparsers(dest="command", required=True)
 

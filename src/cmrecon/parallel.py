@@ -1,8 +1,11 @@
 """Independent pieces of one slice's work on the process's compute workers (:func:`pmap`).
 
-A slice's repeats are independent in places: the GRAPPA batches of ``unfold`` and every
-repeat's registration and warp in ``moco_average``. numpy's FFTs, BLAS products and most of
-scipy.ndimage release the GIL, so threads use a second core for them. The process holds ONE
+A slice's repeats are independent in places, such as the GRAPPA batches of ``unfold``, whose
+large FFTs, BLAS products and array operations release the GIL, so a second thread uses a second
+core (unfold 0.68-0.79x the wall time with two workers on 2 cores, bench/bench_lge_chains.py).
+Work made of many small operations gains nothing: MOCO's per-repeat registrations (transforms of
+144×192 images, scipy.fft's real transforms holding the GIL) took the same wall time on two
+threads at 1.27x the CPU, so they stay a loop. The process holds ONE
 pool, shared by every connection, of ``workers − 1`` threads (``CMRECON_WORKERS``,
 :mod:`cmrecon.runtime`; default: the cores this process may run on); the calling thread works
 too, so a call never waits for a pool thread that another connection keeps busy: it takes the

@@ -6,7 +6,7 @@ them: on a 2-core machine whose cores are busy (other connections, torch's own t
 made prewhitening 80× slower (0.06 s → 4.9 s per slice, bench/bench_lge_chains.py), and the
 shipped model ran 26 s/slice with torch's default threads and 4 s with one. Parallelism in
 cmrecon comes from concurrent connections and, within a slice, from a slice's independent
-pieces (GRAPPA batches, MOCO registrations) on the process's compute workers
+pieces (GRAPPA batches) on the process's compute workers
 (:mod:`cmrecon.parallel`, ``CMRECON_WORKERS``, a thread per core by default), so each process entry (``cmrecon``'s main,
 a step Gadgetron starts as an external Python gadget) calls :func:`configure` once: BLAS is
 limited at once (threadpoolctl finds numpy's and scipy's bundled BLAS); torch's intra-op threads

@@ -416,19 +416,3 @@ def test_select_repeats_rules():
     assert list(select_repeats(np.array([4.0, 0.0, 4.0, 4.0]), 1, 4, reject_mad=None)) == [1]
     assert len(select_repeats(np.zeros(8), 3, 4)) == 4   # keep_fraction cap
 
-
-@pytest.mark.parametrize("transform", ["rigid", "nonrigid"])
-def test_moco_is_bitwise_the_same_on_one_and_two_compute_workers(body, transform, monkeypatch):
-    """The repeats' registrations and warps run on the compute workers (cmrecon.parallel)."""
-    from cmrecon import runtime
-    img, _ = body
-    rng = np.random.default_rng(5)
-    shifts = rng.normal(0.0, 2.0, (5, 2))
-    ir = np.array([fourier_shift(img, s) + _noise(rng, SHAPE) for s in shifts])
-    pd = np.array([fourier_shift(1.2 * img, s) + _noise(rng, SHAPE) for s in shifts])
-    out = []
-    for n in (1, 2):
-        monkeypatch.setattr(runtime, "_configured", runtime.Settings(workers=n))
-        out.append(moco_average(ir, pd, transform=transform))
-    for name in ("ir", "pd", "shifts", "angles_rad", "similarity", "residual", "kept"):
-        np.testing.assert_array_equal(getattr(out[0], name), getattr(out[1], name), err_msg=name)
