@@ -11,7 +11,9 @@ pieces (GRAPPA batches) on the process's compute workers
 a step Gadgetron starts as an external Python gadget) calls :func:`configure` once: BLAS is
 limited at once (threadpoolctl finds numpy's and scipy's bundled BLAS); torch's intra-op threads
 are set when the first model loads (:func:`apply_torch_threads`), so classical chains never
-import torch. Library calls (``run_chain`` in a notebook) change nothing.
+import torch. BLAS libraries loaded after the entry (scipy's own OpenBLAS comes with the first
+``scipy.linalg`` import) take the same count from ``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS``,
+which :func:`configure` sets. Library calls (``run_chain`` in a notebook) change nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from cmrecon.errors import CmreconError
 BLAS_ENV = "CMRECON_BLAS_THREADS"
 TORCH_ENV = "CMRECON_TORCH_THREADS"
 WORKERS_ENV = "CMRECON_WORKERS"
+#: what OpenBLAS (numpy's and scipy's bundled copies) and MKL read when they load
+BLAS_LIBRARY_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 WEIGHTS_PATH_ENV = "CMRECON_WEIGHTS_PATH"
 _lock = threading.Lock()
 _configured: "Settings | None" = None
@@ -113,6 +117,11 @@ def configure(settings: Settings) -> Settings:
     global _configured
     with _lock:
         if settings.blas_threads:
+            # libraries loaded later read their count from the environment when they load (scipy's
+            # own OpenBLAS arrives with the first scipy.linalg import, after most entries run this);
+            # threadpoolctl limits the ones already loaded
+            for var in BLAS_LIBRARY_ENV:
+                os.environ[var] = str(settings.blas_threads)
             from threadpoolctl import threadpool_limits
             threadpool_limits(limits=settings.blas_threads, user_api="blas")
         os.environ[BLAS_ENV] = str(settings.blas_threads)
