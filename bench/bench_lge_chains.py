@@ -16,25 +16,27 @@ clinical Gadgetron MOCO reference is > 5 s per slice (docs/physics.md §4).
 makes the many tiny per-readout matrix products of ``noise_prewhiten`` tens of times slower on a
 small, busy machine (see docs/results.md).
 
-Result (issue 15, ``--runs 5 --blas-threads 1 --clock cpu --peer`` a worktree of 0179e66, the
-commit before MOCO registration by Newton's method, scipy.fft for the centred FFT, the raw steps'
-and partial Fourier's copies dropped; 2 shared cores at load 1-2.5; this / peer (ratio), CPU s)::
+Both clocks are recorded in every run: wall (elapsed) and CPU (all the process's threads:
+the compute workers of cmrecon.parallel spread unfold's GRAPPA batches over the cores, so wall
+time falls below CPU time there).
 
-    | step                | psir_classic 8 rep   | psir_moco 8 rep      | psir_classic 16 rep  | psir_moco 16 rep     |
-    | noise_prewhiten     | 0.046 / 0.080 (0.58) | 0.053 / 0.082 (0.64) | 0.106 / 0.151 (0.70) | 0.093 / 0.165 (0.57) |
-    | remove_oversampling | 0.115 / 0.157 (0.73) | 0.132 / 0.160 (0.83) | 0.264 / 0.281 (0.94) | 0.237 / 0.310 (0.76) |
-    | buffer_ir_pd        | 0.099 / 0.117 (0.84) | 0.126 / 0.124 (1.02) | 0.393 / 0.344 (1.14) | 0.242 / 0.274 (0.88) |
-    | coil_maps           | 0.046 / 0.049 (0.95) | 0.048 / 0.050 (0.96) | 0.049 / 0.050 (1.00) | 0.049 / 0.047 (1.03) |
-    | unfold              | 0.324 / 0.381 (0.85) | 0.313 / 0.365 (0.86) | 0.522 / 0.636 (0.82) | 0.518 / 0.629 (0.82) |
-    | moco_average        | –                    | 0.381 / 0.773 (0.49) | –                    | 0.761 / 1.697 (0.45) |
-    | psir                | 0.003 / 0.003 (0.93) | 0.002 / 0.002 (0.98) | 0.004 / 0.005 (0.88) | 0.002 / 0.002 (0.97) |
-    | emit_images         | 0.002 / 0.002 (0.99) | 0.002 / 0.001 (1.22) | 0.002 / 0.002 (0.86) | 0.002 / 0.002 (1.13) |
-    | TOTAL               | 0.649 / 0.801 (0.81) | 1.045 / 1.573 (0.66) | 1.385 / 1.467 (0.94) | 2.065 / 3.120 (0.66) |
+Result (issue 15, ``--runs 5 --peer`` a worktree of efcdd9e, the commit before the compute
+workers, the direct readout placement and the BLAS fix; 2 vCPUs, load 0.3-1.1, compute workers
+one per core; this / peer (ratio), seconds, 8 repeats)::
 
-An earlier run of the same pair at load 2-4 read moco_average 0.381 / 0.896 (0.42) and psir_moco
-1.089 / 1.698 (0.64) at 8 repeats: single steps still vary ~20 % between runs (buffer_ir_pd,
-unchanged, 0.75-1.24). The run before, against 85fb243 (before the batched GRAPPA): psir_classic
-0.83 / 1.28 s and psir_moco 1.86 / 3.08 s at 8 repeats.
+    | step                | psir_classic wall    | psir_moco wall       | psir_classic CPU     | psir_moco CPU        |
+    | noise_prewhiten     | 0.044 / 0.050 (0.89) | 0.047 / 0.052 (0.91) | 0.045 / 0.050 (0.89) | 0.047 / 0.052 (0.90) |
+    | remove_oversampling | 0.107 / 0.129 (0.82) | 0.116 / 0.132 (0.88) | 0.107 / 0.127 (0.84) | 0.114 / 0.131 (0.87) |
+    | buffer_ir_pd        | 0.073 / 0.118 (0.62) | 0.086 / 0.122 (0.70) | 0.073 / 0.108 (0.67) | 0.085 / 0.121 (0.70) |
+    | coil_maps           | 0.044 / 0.044 (1.00) | 0.043 / 0.045 (0.96) | 0.044 / 0.044 (1.00) | 0.043 / 0.045 (0.96) |
+    | unfold              | 0.195 / 0.344 (0.57) | 0.182 / 0.310 (0.59) | 0.305 / 0.342 (0.89) | 0.286 / 0.308 (0.93) |
+    | moco_average        | –                    | 0.323 / 0.352 (0.92) | –                    | 0.322 / 0.352 (0.92) |
+    | TOTAL               | 0.474 / 0.664 (0.71) | 0.843 / 1.017 (0.83) | 0.576 / 0.658 (0.88) | 0.941 / 1.015 (0.93) |
+
+At 16 repeats: psir_classic 0.897 / 1.219 s wall (0.74), psir_moco 1.548 / 1.919 s (0.81). Before
+the BLAS fix (d6d5715) scipy's OpenBLAS ran two spinning threads in GRAPPA's calibration and
+unfold's CPU was 1.35x the peer's. The runs before, against 0179e66 and 85fb243 (before MOCO by
+Newton's method and the batched GRAPPA): psir_moco 1.045 / 1.573 and 1.86 / 3.08 CPU s.
 """
 
 from __future__ import annotations
