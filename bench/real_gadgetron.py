@@ -52,11 +52,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def externals() -> list[int]:
-    """PIDs of running ``python -m gadgetron <port> cmrecon_gadgets …`` processes."""
-    out = subprocess.run(["pgrep", "-f", r"-m gadgetron [0-9]+ cmrecon_gadgets"],
-                         capture_output=True, text=True).stdout.split()
-    return [int(p) for p in out]
+def externals(python: str = sys.executable) -> list[int]:
+    """PIDs of running ``python -m gadgetron <port> cmrecon_gadgets …`` processes of this interpreter.
+
+    Read from /proc: the command line (split at NUL) holds ``-m gadgetron PORT cmrecon_gadgets``
+    and the executable is this interpreter's (``/proc/PID/exe`` against ``python``'s real path;
+    Gadgetron starts the first ``python`` on PATH, here this venv's, so the process's own argv[0]
+    is only "python"). An earlier ``pgrep -f "-m gadgetron …"`` took the pattern's leading ``-m``
+    for an option (procps-ng 4: "invalid option", no output), so that check found nothing.
+    """
+    want = os.path.realpath(python)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")]
+            exe = os.path.realpath(entry / "exe")
+        except OSError:
+            continue
+        if exe != want:
+            continue
+        for i in range(len(args) - 3):
+            if args[i:i + 2] == ["-m", "gadgetron"] and args[i + 2].isdigit() and args[i + 3] == "cmrecon_gadgets":
+                found.append(int(entry.name))
+                break
+    return found
 
 
 def wait_no_externals(limit_s: float) -> float | None:
