@@ -37,17 +37,17 @@ _configured: "Settings | None" = None
 _torch_applied = False
 
 
-def parse_threads(value: str | None, name: str = BLAS_ENV) -> int:
-    """Thread count from an environment value: unset or empty → 1; must be an integer ≥ 0."""
+def parse_threads(value: str | None, name: str = BLAS_ENV, unset: int = 1,
+                  zero: str = "0 leaves threading as the libraries set it") -> int:
+    """Thread count from an environment value: unset or empty → ``unset``; must be an integer ≥ 0."""
     if value is None or not value.strip():
-        return 1
+        return unset
     try:
         n = int(value)
     except ValueError:
         n = -1
     if n < 0:
-        raise CmreconError(f"{name}={value!r}: expected a whole number of threads "
-                           "(0 leaves threading as the libraries set it)")
+        raise CmreconError(f"{name}={value!r}: expected a whole number of threads ({zero})")
     return n
 
 
@@ -98,7 +98,7 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         if workers is None:
-            workers = parse_threads(env.get(WORKERS_ENV) or "0", WORKERS_ENV)
+            workers = parse_threads(env.get(WORKERS_ENV), WORKERS_ENV, unset=0, zero="0 = one per core")
         elif workers < 0:
             raise CmreconError(f"--workers {workers}: expected a whole number >= 0 (0 = one per core)")
         folders = parse_folders(weights_path) if weights_path is not None else \
