@@ -250,6 +250,9 @@ def _factors(freqs: tuple, shift, a: int, b: int) -> tuple:
 _ORDER1 = ((0, 0), (1, 0), (0, 1))   # m, ∂y m, ∂x m
 _ORDER2 = ((2, 0), (1, 1), (0, 2))   # ∂yy m, ∂yx m, ∂xx m
 _ORDER12 = _ORDER1[1:] + _ORDER2
+#: Newton's stopping step in the robust rounds before the last: they only place the next round's
+#: weights (a 0.01 px error there moves the final minimiser far less than the 0.02 px noise)
+_ROUND_TOL_PX = 1e-2
 #: the Gauss–Newton part Σ w·∇m∇mᵀ of the Hessian reuses gradient images from up to this far
 #: (relative error ~2π·f·0.05 px, a few %): it sets how fast, not where, the iteration converges
 _GRADIENT_REUSE_PX = 0.05
@@ -473,7 +476,7 @@ def register_translation(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarr
             step = np.linalg.solve(h + 1e-12 * np.trace(h) * np.eye(2), [by, bx])
             p = p + step
             size = float(np.max(np.abs(step)))
-            if size < tol:
+            if size < (tol if rnd == robust_iterations else max(tol, _ROUND_TOL_PX)):
                 break
             if size > 0.5 * last:   # not contracting: the next Hessian from gradients at p
                 grads = None
