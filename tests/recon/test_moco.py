@@ -416,3 +416,20 @@ def test_select_repeats_rules():
     assert list(select_repeats(np.array([4.0, 0.0, 4.0, 4.0]), 1, 4, reject_mad=None)) == [1]
     assert len(select_repeats(np.zeros(8), 3, 4)) == 4   # keep_fraction cap
 
+
+
+def test_register_repeat_keeps_a_significant_rotation_at_full_precision(body):
+    """register_repeat decides on a rotation from a 0.01 px estimate and refines a kept one: the
+    result is the single full-tolerance rigid registration's (tol 1e-3 px: agreement ~1e-6).
+    """
+    img, _ = body
+    t = RigidTransform((1.2, -0.7), 0.05)        # 0.05 rad: ~1.5 px at the window's edge
+    moving, fixed = np.abs(img).astype(np.float64), np.abs(warp(img, t)).astype(np.float64)
+    w = roi_window(SHAPE, 0.5)
+    got = register_repeat(moving, fixed, w, "rigid", robust_iterations=0)
+    start = RigidTransform(register_translation(moving, fixed, w, robust_iterations=0), 0.0)
+    want = register_rigid(moving, fixed, rotation=True, init=start, weight=w)
+    assert got.angle_rad != 0.0
+    assert np.allclose(got.shift, want.shift, atol=1e-4)
+    assert abs(got.angle_rad - want.angle_rad) < 1e-6
+    assert abs(got.angle_rad - t.angle_rad) < 2e-3

@@ -941,11 +941,15 @@ def register_repeat(moving: np.ndarray, fixed: np.ndarray, weight: np.ndarray,
         return t
     resid = fourier_shift(moving, t.shift).astype(np.float64) - fixed
     rw = robust_weight(resid, weight) if robust_iterations else weight
-    r = register_rigid(moving, fixed, rotation=True, init=t, weight=rw)
+    # to 0.01 px / 1e-4 rad to decide (a rotation is usually dropped); a kept one is refined from
+    # there to register_rigid's own tolerance, the minimiser a single run would have reached
+    r = register_rigid(moving, fixed, rotation=True, init=t, weight=rw, tol=_ROUND_TOL_PX)
     ny, nx = moving.shape
     sel = np.argwhere(weight > 0.1 * weight.max())
     radius = float(np.max(np.hypot(sel[:, 0] - ny // 2, sel[:, 1] - nx // 2))) if len(sel) else 0.0
-    return r if abs(r.angle_rad) * radius >= min_rotation_px else t
+    if abs(r.angle_rad) * radius < min_rotation_px:
+        return t
+    return register_rigid(moving, fixed, rotation=True, init=r, weight=rw)
 
 
 def two_layer_warp(image: np.ndarray, key_magnitude: np.ndarray, heart_shift: tuple[float, float],
