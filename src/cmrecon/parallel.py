@@ -70,14 +70,13 @@ def _forget_pool_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
-def pmap(fn: Callable[[T], R], items: Iterable[T], max_workers: int | None = None) -> list[R]:
+def pmap(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[fn(x) for x in items]``, the items spread over the compute workers (module notes).
 
     Parameters
     ----------
     fn : a function of one item; it must not change state another item reads.
     items : the items (consumed into a list first).
-    max_workers : at most this many threads on this call (default :func:`workers`).
 
     Returns
     -------
@@ -85,7 +84,7 @@ def pmap(fn: Callable[[T], R], items: Iterable[T], max_workers: int | None = Non
     """
     items = list(items)
     n = len(items)
-    k = min(workers() if max_workers is None else max_workers, n)
+    k = min(workers(), n)
     if k <= 1 or getattr(_local, "inside", False):
         return [fn(x) for x in items]
     results: list = [None] * n

@@ -1217,49 +1217,41 @@ def moco_average(ir: np.ndarray, pd: np.ndarray, transform: str = "rigid",
     mp = np.abs(pd).astype(np.float64)
     shifts, pd_shifts = np.zeros((n, 2)), np.zeros((n, 2))
     angles, sim, resid = np.zeros(n), np.zeros(n), np.zeros(n)
+    warped_ir, warped_pd = [], []
     sel = w > 0.1
-
-    def register(k: int) -> tuple[RigidTransform, RigidTransform, np.ndarray]:
-        """Repeat k's IR and PD transforms and its rigidly warped PD."""
+    # loops, not cmrecon.parallel.pmap: two threads gave the same wall time at 1.27x the CPU
+    # (the registrations' many small transforms and array operations hold the GIL)
+    transforms = []
+    for k in range(n):
         t_ir = t_pd = RigidTransform()
         if k != key:
             t_ir = register_repeat(mi[k], mi[key], w, transform, robust_iterations, min_rotation_px)
             t_pd = (register_repeat(mp[k], mp[key], w, transform, robust_iterations,
                                     min_rotation_px) if pd_registration == "pd" else t_ir)
-        return t_ir, t_pd, warp(pd[k], t_pd)   # each PD warped once
-
-    # a loop, not cmrecon.parallel.pmap: two threads gave the same wall time at 1.27x the CPU
-    # (the registrations' many small transforms and array operations hold the GIL)
-    transforms = [register(k) for k in range(n)]
+        transforms.append((t_ir, t_pd))
+    rigid_pd = [warp(pd[k], transforms[k][1]) for k in range(n)]   # each PD warped once
     if noise_sigma is None:
-        noise_sigma = estimate_noise_sigma([t[2] for t in transforms], key, sel)
+        noise_sigma = estimate_noise_sigma(rigid_pd, key, sel)
     layers = transform == "nonrigid" and nonrigid_model == "layers"
-
-    def align(k: int) -> tuple[np.ndarray, np.ndarray, float, float]:
-        """Repeat k warped onto the key frame (IR, PD), its similarity and excess residual."""
-        t_ir, t_pd, rigid_pd = transforms[k]
+    for k in range(n):
+        t_ir, t_pd = transforms[k]
         if layers and k != key:   # the two-layer warp replaces the rigid one where there is no rotation
             wi = (two_layer_warp(ir[k], mi[key], t_ir.shift, w, noise_sigma=noise_sigma)[0]
                   if t_ir.angle_rad == 0.0 else warp(ir[k], t_ir))
             wp = (two_layer_warp(pd[k], mp[key], t_pd.shift, w, noise_sigma=noise_sigma)[0]
-                  if t_pd.angle_rad == 0.0 else rigid_pd)
+                  if t_pd.angle_rad == 0.0 else rigid_pd[k])
         else:
-            wi, wp = warp(ir[k], t_ir), rigid_pd
+            wi, wp = warp(ir[k], t_ir), rigid_pd[k]
         if transform == "nonrigid" and k != key and not layers:
             u = register_demons(np.abs(wp), mp[key], iterations=demons_iterations, smooth_px=1.0)
             wi, wp = warp(wi, None, u), warp(wp, None, u)
-        similarity = _wcorr(np.abs(wi)[sel], mi[key][sel], w[sel])
-        excess = 0.0 if k == key else max(excess_residual(wi, ir[key], w, noise_sigma),
-                                          excess_residual(wp, pd[key], w, noise_sigma))
-        return wi, wp, similarity, excess
-
-    aligned = [align(k) for k in range(n)]
-    warped_ir = [a[0] for a in aligned]
-    warped_pd = [a[1] for a in aligned]
-    for k in range(n):
-        t_ir, t_pd, _ = transforms[k]
         shifts[k], pd_shifts[k], angles[k] = t_ir.shift, t_pd.shift, t_ir.angle_rad
-        sim[k], resid[k] = aligned[k][2], aligned[k][3]
+        warped_ir.append(wi)
+        warped_pd.append(wp)
+        sim[k] = _wcorr(np.abs(wi)[sel], mi[key][sel], w[sel])
+        if k != key:
+            resid[k] = max(excess_residual(wi, ir[key], w, noise_sigma),
+                           excess_residual(wp, pd[key], w, noise_sigma))
     kept = select_repeats(resid, key, int(np.ceil(keep_fraction * n)), reject_mad)
     scale = 1.0 / np.sqrt(len(kept))
     ir_avg = (np.sum([warped_ir[k] for k in kept], axis=0) * scale).astype(np.complex64)
