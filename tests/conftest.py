@@ -28,6 +28,20 @@ def weights_folder(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def gram_calls(monkeypatch) -> list:
+    """Counts ``E^H E`` evaluations of the cine reconstructions (one per iteration)."""
+    from cmrecon.recon import cine
+    calls = []
+    gram = cine.CineGram.__call__
+
+    def counted(self, x):
+        calls.append(1)
+        return gram(self, x)
+    monkeypatch.setattr(cine.CineGram, "__call__", counted)
+    return calls
+
+
 @pytest.fixture()
 def fresh_model_cache():
     """An empty process-wide model cache before and after the test."""

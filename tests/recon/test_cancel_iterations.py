@@ -51,19 +51,6 @@ def cine_case():
     return (k * mask[:, None, :, None]).astype(np.complex64), maps, mask
 
 
-@pytest.fixture
-def gram_calls(monkeypatch):
-    """Counts ``E^H E`` evaluations of the cine reconstructions (one per iteration)."""
-    calls = []
-    gram = cine.CineGram.__call__
-
-    def counted(self, x):
-        calls.append(1)
-        return gram(self, x)
-    monkeypatch.setattr(cine.CineGram, "__call__", counted)
-    return calls
-
-
 def _never() -> bool:
     return False
 

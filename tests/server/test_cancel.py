@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import struct
 import threading
 import time
 
 import ismrmrd
 import numpy as np
+from reset_client import stream_then_reset
 
 from cmrecon.chain import registry
 from cmrecon.chain.registry import NoParams, StepSpec
-from cmrecon.io import protocol as P
 
 HEADER = (b"<ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'><encoding><encodedSpace><matrixSize>"
           b"<x>32</x><y>32</y><z>1</z></matrixSize></encodedSpace><reconSpace><matrixSize><x>32</x>"
@@ -42,22 +40,9 @@ def test_a_client_reset_stops_the_chain_within_a_second(monkeypatch, server):
     monkeypatch.setitem(registry._REGISTRY, "t_slow",
                         StepSpec("t_slow", NoParams, slow, "s", (ismrmrd.Acquisition,), dict))
     monkeypatch.setitem(registry._REGISTRY, "t_sink", StepSpec("t_sink", NoParams, sink, "k", (dict,), ismrmrd.Image))
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    stream = sock.makefile("wb")
-    writer = P.MessageWriter(stream)
-    writer.write(P.ConfigText(CHAIN))
-    writer.write(P.Header(HEADER))
-    for _ in range(100):   # 100 × 0.05 s = 5 s of work once CLOSE has arrived
-        writer.write(ismrmrd.Acquisition.from_array(np.zeros((2, 32), np.complex64)))
-    writer.write(P.Close())
-    writer.flush()
-    deadline = time.monotonic() + 10
-    while len(done) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(done) >= 5, "the chain did not start"
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # close → RST
-    stream.close()
-    sock.close()
+    # 100 × 0.05 s = 5 s of work once CLOSE has arrived
+    readouts = (ismrmrd.Acquisition.from_array(np.zeros((2, 32), np.complex64)) for _ in range(100))
+    stream_then_reset(server.port, CHAIN, HEADER, readouts, lambda: len(done) >= 5, "the chain", 10)
     t_reset, at_reset = time.monotonic(), len(done)
     time.sleep(1.5)
     stopped = len(done)

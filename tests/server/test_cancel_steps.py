@@ -10,17 +10,14 @@ iterations, after a handful of them; the server serves the next client.
 from __future__ import annotations
 
 import re
-import socket
-import struct
 import threading
-import time
+
+from reset_client import stream_then_reset
 
 from cmrecon.chain import registry
 from cmrecon.chain.registry import StepSpec
 from cmrecon.errors import Cancelled
-from cmrecon.io import protocol as P
 from cmrecon.io.mrdfile import iter_items, read_header_xml
-from cmrecon.recon import cine
 from cmrecon.server.client import query_server
 
 from paths import DATA
@@ -36,15 +33,8 @@ CHAIN = ('<configuration><version>2</version><stream><external>'
          '<step name="emit_cine"/></configuration></external></stream></configuration>')
 
 
-def test_a_client_reset_during_lps_stops_the_slices_iterations(monkeypatch, server):
-    grams = []
-    gram = cine.CineGram.__call__
-
-    def counted(self, x):
-        grams.append(1)
-        return gram(self, x)
-    monkeypatch.setattr(cine.CineGram, "__call__", counted)
-
+def test_a_client_reset_during_lps_stops_the_slices_iterations(monkeypatch, server, gram_calls):
+    grams = gram_calls
     ended, finished = [], threading.Event()
     lps_step = registry.get_step("cine_lps")
 
@@ -59,22 +49,8 @@ def test_a_client_reset_during_lps_stops_the_slices_iterations(monkeypatch, serv
     monkeypatch.setitem(registry._REGISTRY, "cine_lps", StepSpec(
         "cine_lps", lps_step.params_type, watched, lps_step.summary, lps_step.consumes, lps_step.produces))
 
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    stream = sock.makefile("wb")
-    writer = P.MessageWriter(stream)
-    writer.write(P.ConfigText(CHAIN))
-    writer.write(P.Header(read_header_xml(H5)))
-    for item in iter_items(H5):
-        writer.write(item)
-    writer.write(P.Close())
-    writer.flush()
-    deadline = time.monotonic() + 60
-    while len(grams) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(grams) >= 5, "L+S did not start"
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # close → RST
-    stream.close()
-    sock.close()
+    stream_then_reset(server.port, CHAIN, read_header_xml(H5), iter_items(H5), lambda: len(grams) >= 5,
+                      "L+S", 60)
     at_reset = len(grams)
 
     assert finished.wait(120), "the L+S step did not end"   # a bound against hanging, not a timing
