@@ -112,13 +112,19 @@ def test_model_cache_returns_one_model_for_two_chains(tiny_ckpt, full_slice):
     assert isinstance(r1, PsirImages) and r1.pd.shape == (48, 64)
 
 
-def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
-    model = inf.get_model(str(tiny_ckpt), "cpu").model
-    g = torch.Generator().manual_seed(1)
-    shape = (2, 3, 32, 24)
+def _random_inputs(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random complex k-space and maps ``(batch, 3, 32, 24)`` and an R = 2 mask ``(batch, 1, 32, 24)``."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, 3, 32, 24)
     k = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
     maps = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
-    mask = (torch.arange(24) % 2 == 0).reshape(1, 1, 1, 24).expand(2, 1, 32, 24)
+    mask = (torch.arange(24) % 2 == 0).reshape(1, 1, 1, 24).expand(batch, 1, 32, 24)
+    return k, maps, mask
+
+
+def test_psirnet_images_equals_the_model_forward(tiny_ckpt):
+    model = inf.get_model(str(tiny_ckpt), "cpu").model
+    k, maps, mask = _random_inputs(batch=2, seed=1)
     with torch.inference_mode():
         psir, magir, pd, scc, phase = adapter.psirnet_images(model, k, 0.5 * k, mask, maps)
         ref = model(k, 0.5 * k, mask, maps)
@@ -137,11 +143,7 @@ def test_a_raw_torchscript_psirnet_gives_the_networks_own_magir_and_pd(tmp_path)
     eager = PSIRNet.from_preset("cpu_small").eval()
     torch.jit.script(eager).save(str(tmp_path / "PSIRNet.pt"))
     raw = torch.jit.load(str(tmp_path / "PSIRNet.pt"))
-    g = torch.Generator().manual_seed(2)
-    shape = (1, 3, 32, 24)
-    k = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
-    maps = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
-    mask = (torch.arange(24) % 2 == 0).reshape(1, 1, 1, 24).expand(1, 1, 32, 24)
+    k, maps, mask = _random_inputs(batch=1, seed=2)
     with torch.inference_mode():
         ours = adapter.psirnet_images(eager, k, 0.5 * k, mask, maps)
         theirs = adapter.psirnet_images(raw, k, 0.5 * k, mask, maps)
