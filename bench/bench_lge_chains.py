@@ -102,6 +102,10 @@ def worker(case_path: str) -> dict:
     from cmrecon.chain.definition import resolve
     from cmrecon.chain.registry import StepContext, get_step
     from cmrecon.runtime import Settings, configure
+    try:
+        from cmrecon.chain.runner import compose
+    except ImportError:
+        compose = None
 
     configure(Settings.build())  # as cmrecon's process entry does
     logging.getLogger("cmrecon").setLevel(logging.WARNING)
@@ -150,8 +154,11 @@ def worker(case_path: str) -> dict:
                 yield x
 
         stream = iter(copy.deepcopy(stream_items))
-        for s in chain.steps:
-            stream = timed(s.name, get_step(s.name).fn(stream, s.params, ctx))
+        if compose is not None:   # as run_chain stacks the steps (blocks of readouts where taken)
+            stream = compose(chain.steps, stream, ctx, timed)
+        else:                     # a peer checkout from before cmrecon.chain.runner.compose
+            for s in chain.steps:
+                stream = timed(s.name, get_step(s.name).fn(stream, s.params, ctx))
         out = list(stream)
         assert any(isinstance(o, ismrmrd.Image) for o in out)
         exclusive: dict[str, dict[str, float]] = {c: {} for c in clocks}

@@ -27,7 +27,7 @@ import numpy as np
 from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
 from cmrecon.errors import StepError
-from cmrecon.io.acquisitions import head_copy, is_non_imaging
+from cmrecon.io.acquisitions import AcquisitionBlock, head_copy, is_non_imaging
 from cmrecon.io.header import encoding_info
 from cmrecon.io.images import auto_window, make_image
 from cmrecon.products.lge import AveragedImages, CoilMaps, IrPdKspace, MappedKspace, PsirImages, RepeatImages, SliceInfo
@@ -122,7 +122,13 @@ def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[IrPdBuffer
     return buf, index_of
 
 
-@register("buffer_ir_pd", BufferIrPdParams, consumes=ismrmrd.Acquisition, produces=IrPdKspace)
+#: MRD flag bits the buffer reads from a readout's header (flag ``f`` is bit ``f − 1``)
+_CALIB_ONLY = 1 << (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION - 1)
+_CALIB_AND_IMAGING = 1 << (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING - 1)
+_LAST_IN_SLICE = 1 << (ismrmrd.ACQ_LAST_IN_SLICE - 1)
+
+
+@register("buffer_ir_pd", BufferIrPdParams, consumes=ismrmrd.Acquisition, produces=IrPdKspace, blocks=True)
 def buffer_ir_pd(items: Iterator[Item], params: BufferIrPdParams, ctx: StepContext) -> Iterator[Item]:
     """Collect each slice's IR (set 0) and PD (set 1) readouts of every repeat plus ACS; emit an IrPdKspace.
 
@@ -130,28 +136,34 @@ def buffer_ir_pd(items: Iterator[Item], params: BufferIrPdParams, ctx: StepConte
     repeat the encoding limits declare, else at the end of the stream; released slices are
     dropped from memory. Noise/navigator/dummy readouts are consumed; other items pass.
     Missing PD partners, sets other than 0/1 and changing coil counts are ``StepError``.
+    Readouts come one at a time or in blocks (:class:`~cmrecon.io.acquisitions.AcquisitionBlock`).
     """
     buf = None
     for item in items:
-        if not isinstance(item, ismrmrd.Acquisition):
+        if isinstance(item, AcquisitionBlock):
+            readouts = zip(item.heads, item.data)
+        elif isinstance(item, ismrmrd.Acquisition):
+            if is_non_imaging(item):
+                continue
+            readouts = ((item._head, np.asarray(item.data)),)
+        else:
             yield item
             continue
-        if is_non_imaging(item):
-            continue
-        if buf is None:
-            buf, index_of = _make_buffer(params, ctx)
-        idx = item.idx
-        calib_only = item.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
-        calib = calib_only or item.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-        readout = Readout(
-            data=np.asarray(item.data), slice=int(idx.slice), set=int(idx.set),
-            repeat=index_of(idx), line=int(idx.kspace_encode_step_1),
-            center_sample=int(item.center_sample), calibration=calib, imaging=not calib_only,
-            last_in_slice=item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE), ref=head_copy(item))
-        for sl in buf.push(readout):
-            ctx.log.info("buffer_ir_pd: slice %d complete (%d repeats, R=%d)", sl.info.slice,
-                         len(sl.info.repeats), sl.acceleration)
-            yield sl
+        for head, data in readouts:
+            if buf is None:
+                buf, index_of = _make_buffer(params, ctx)
+            idx, flags = head.idx, head.flags
+            calib_only = bool(flags & _CALIB_ONLY)
+            readout = Readout(
+                data=data, slice=int(idx.slice), set=int(idx.set), repeat=index_of(idx),
+                line=int(idx.kspace_encode_step_1), center_sample=int(head.center_sample),
+                calibration=calib_only or bool(flags & _CALIB_AND_IMAGING), imaging=not calib_only,
+                last_in_slice=bool(flags & _LAST_IN_SLICE),
+                ref=head_copy(head))
+            for sl in buf.push(readout):
+                ctx.log.info("buffer_ir_pd: slice %d complete (%d repeats, R=%d)", sl.info.slice,
+                             len(sl.info.repeats), sl.acceleration)
+                yield sl
     if buf is not None:
         for sl in buf.flush():
             ctx.log.info("buffer_ir_pd: slice %d released at end of stream (%d repeats)",

@@ -90,7 +90,9 @@ class StepSpec:
 
     ``consumes``: the product types the step works on (``()`` = any: it handles every item);
     items of other types pass through it unchanged. ``produces``: what it hands on in their
-    place (:class:`Same` = the type it was given).
+    place (:class:`Same` = the type it was given). ``blocks``: the step also takes imaging
+    readouts as :class:`~cmrecon.io.acquisitions.AcquisitionBlock` (and hands on blocks where
+    it hands on readouts); the runner packs them for it.
     """
 
     name: str
@@ -100,6 +102,7 @@ class StepSpec:
     consumes: tuple[type, ...] = ()
     produces: type = Same
     check: Callable[[Any], None] | None = None
+    blocks: bool = False
 
     @property
     def produces_mrd(self) -> bool:
@@ -166,7 +169,8 @@ def _each(fn: Callable[[Any, Any, StepContext], Any], consumes: tuple[type, ...]
 
 def register(name: str, params: type = NoParams, *, consumes: type | tuple[type, ...] = (),
              produces: type = Same, each: bool = False,
-             check: Callable[[Any], None] | None = None) -> Callable[[Callable], Callable]:
+             check: Callable[[Any], None] | None = None,
+             blocks: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: register chain step ``name`` with its parameters and type flow.
 
     Parameters
@@ -182,6 +186,10 @@ def register(name: str, params: type = NoParams, *, consumes: type | tuple[type,
     check : ``check(params)`` raising a :class:`CmreconError` or ``ValueError`` for parameters
         that parse but cannot work (weights no chain may name): run when the chain is loaded,
         so the client hears it before any data is sent. Cheap checks only (no model loading).
+    blocks : the step takes runs of imaging readouts as
+        :class:`~cmrecon.io.acquisitions.AcquisitionBlock` as well as single acquisitions
+        (:func:`cmrecon.chain.runner.compose` packs them for it and unpacks them for the
+        steps after it that do not).
 
     A chain is checked against ``consumes``/``produces`` when it is built
     (:func:`cmrecon.chain.definition.build_chain`). A step whose product is not an MRD item
@@ -199,7 +207,7 @@ def register(name: str, params: type = NoParams, *, consumes: type | tuple[type,
                              f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         stage = _each(fn, consumed) if each else fn
-        _REGISTRY[name] = StepSpec(name, params, stage, summary, consumed, produces, check)
+        _REGISTRY[name] = StepSpec(name, params, stage, summary, consumed, produces, check, blocks)
         return fn
 
     return deco

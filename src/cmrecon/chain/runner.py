@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import ismrmrd
 import numpy as np
@@ -18,6 +18,7 @@ from cmrecon.chain.definition import Chain
 from cmrecon.chain.limits import SessionLimits, header_counts, within_limits
 from cmrecon.chain.registry import Item, StepContext, get_step
 from cmrecon.errors import Cancelled, CmreconError, InputError, ProtocolError, StepError
+from cmrecon.io.acquisitions import pack_readouts, unpack_readouts
 from cmrecon.recon.budget import MemoryBudget
 
 MRD_OUTPUT_TYPES = (ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform)
@@ -122,6 +123,27 @@ def _finite_image(item: Item, step: str) -> None:
                 f"non-finite pixel(s) of {finite.size}; not sent"))
 
 
+def compose(steps: Iterable[Any], stream: Iterator[Item], ctx: StepContext,
+            wrap: Callable[[str, Iterator[Item]], Iterator[Item]] | None = None) -> Iterator[Item]:
+    """Stack the generators of ``steps`` (:class:`~cmrecon.chain.definition.StepConfig`) over ``stream``.
+
+    Imaging readouts travel as :class:`~cmrecon.io.acquisitions.AcquisitionBlock` between
+    steps registered with ``blocks=True`` (packed before the first of a run of them, unpacked
+    before a step that takes single acquisitions and at the end), so the per-readout steps
+    transform 16 readouts per call; every other step sees the acquisitions as they came.
+    ``wrap(name, stage)`` wraps each step's generator (error naming, cancellation, timing).
+    """
+    packed = False
+    for step in steps:
+        spec = get_step(step.name)
+        if spec.blocks != packed:
+            stream = pack_readouts(stream) if spec.blocks else unpack_readouts(stream)
+            packed = spec.blocks
+        stage = spec.fn(stream, step.params, ctx)
+        stream = wrap(step.name, stage) if wrap is not None else stage
+    return unpack_readouts(stream) if packed else stream
+
+
 def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
               log: logging.Logger | None = None, limits: SessionLimits | None = None,
               cancel: threading.Event | None = None) -> Iterator[Item]:
@@ -159,9 +181,8 @@ def run_chain(chain: Chain, header_xml: bytes, items: Iterable[Item],
                       cancel=cancel)
     counts = header_counts(header_xml, limits)   # before any step allocates from the header
     stream: Iterator[Item] = _until_cancelled("reading", finite_readouts(within_limits(items, counts, limits)), cancel)
-    for step in chain.steps:
-        spec = get_step(step.name)
-        stream = _until_cancelled(f"step '{step.name}'", _guard(step.name, spec.fn(stream, step.params, ctx)), cancel)
+    stream = compose(chain.steps, stream, ctx,
+                     lambda name, stage: _until_cancelled(f"step '{name}'", _guard(name, stage), cancel))
     last = chain.steps[-1].name
     for item in stream:
         if chain.ends_in_mrd and not isinstance(item, MRD_OUTPUT_TYPES):

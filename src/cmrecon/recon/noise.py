@@ -63,29 +63,19 @@ def prewhitening_matrix(covariance: np.ndarray, dwell_ratio: float = 1.0) -> np.
     return w.astype(np.complex64)
 
 
-def prewhiten(data: np.ndarray, whitening: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def prewhiten(data: np.ndarray, whitening: np.ndarray) -> np.ndarray:
     """Apply a prewhitening matrix to multi-coil data.
 
     Parameters
     ----------
     data : (coils, ...) complex64
     whitening : (coils, coils) complex64 from :func:`prewhitening_matrix`.
-    out : (coils, ...) complex64, optional
-        Array to write the result into (e.g. the data buffer of a new readout, saving an
-        allocation and a copy per readout); must not overlap ``data``.
 
     Returns
     -------
-    (coils, ...) complex64 with unit-variance, uncorrelated coil noise (``out`` when given).
+    (coils, ...) complex64 with unit-variance, uncorrelated coil noise.
     """
     if data.shape[0] != whitening.shape[0]:
         raise StepError(f"data has {data.shape[0]} coils but the noise scan had {whitening.shape[0]}")
     flat = data.reshape(data.shape[0], -1)
-    if out is not None and whitening.dtype == data.dtype == out.dtype == np.complex64:
-        np.matmul(whitening, flat, out=out.reshape(flat.shape))
-        return out
-    result = (whitening @ flat).reshape(data.shape).astype(np.complex64, copy=False)
-    if out is not None:
-        out[...] = result
-        return out
-    return result
+    return (whitening @ flat).reshape(data.shape).astype(np.complex64, copy=False)
