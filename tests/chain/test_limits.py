@@ -86,7 +86,9 @@ def test_buffered_kspace_is_bounded_by_the_sessions_memory_budget():
     from paths import DATA
     h5 = DATA / "sim_lge_r2_embedded.h5"   # 8 coils, 48 × 64 samples, 2 repeats: 1.1 MiB buffered
     chain = resolve("psir_classic")
-    with pytest.raises(InputError, match=r"slice 0 set 1 repeat 1 \(8 coils × 48 × 64\) needs 0\.19 MiB more "
-                       r"while this session's buffers hold 0\.94 MiB: over the limit of 1 MiB \(cmrecon serve --max-buffer-mb\)"):
+    # the header declares the repeats, so the whole slice is taken at its first readout
+    with pytest.raises(InputError, match=r"slice 0: 2 sets × 2 repeats and calibration \(8 coils × 48 × 64\) needs "
+                       r"1\.12 MiB more while this session's buffers hold 0\.00 MiB: over the limit of 1 MiB "
+                       r"\(cmrecon serve --max-buffer-mb\)"):
         list(run_chain(chain, read_header_xml(h5), iter_items(h5), limits=SessionLimits(max_buffer_mb=1)))
     assert len(list(run_file(chain, h5))) == 2   # the default budget holds it

@@ -212,3 +212,37 @@ def test_asymmetric_echo_lands_on_its_columns_and_a_repeated_line_replaces_the_e
     (sl,) = out
     np.testing.assert_array_equal(sl.ir[0, 1, 3], [0, 0, 1, 2, 3, 4, 5, 6])
     np.testing.assert_array_equal(sl.ir[0, :, 4], np.full((COILS, KX), 4))
+
+
+def test_budget_takes_a_declared_slice_whole_at_its_first_readout_and_an_undeclared_one_per_heartbeat():
+    """With the repeat count declared the slice's heartbeats are one array, taken from the budget
+    at the first readout and released as views (no copy); without it each heartbeat is taken
+    when it starts. Either way the same k-space comes out and the budget is given back.
+    """
+    from cmrecon.errors import InputError
+    from cmrecon.recon.budget import MemoryBudget
+
+    heartbeat = COILS * KY * KX * 8
+    stream = [r for rep in range(2) for s in (0, 1) for r in _shot(0, s, rep, LINES_R2, acs=ACS)]
+    out = {}
+    for repeats in (2, None):
+        budget = MemoryBudget(None)
+        buf = IrPdBuffer(KY, CENTRE, (KX, KY), (300.0, 300.0, 8.0), expected_repeats=repeats,
+                         acceleration=2, budget=budget)
+        buf.push(stream[0])
+        assert budget.held == (6 if repeats else 3) * heartbeat   # calibration: two heartbeats' worth
+        released = [s for r in stream[1:] for s in buf.push(r)] + buf.flush()
+        assert budget.held == 0 and len(released) == 1
+        out[repeats] = released[0]
+    np.testing.assert_array_equal(out[2].ir, out[None].ir)
+    np.testing.assert_array_equal(out[2].pd, out[None].pd)
+    assert out[2].ir.base is not None and out[2].ir.base is out[2].pd.base   # views of one array
+    small = IrPdBuffer(KY, CENTRE, (KX, KY), (300.0, 300.0, 8.0), expected_repeats=2,
+                       budget=MemoryBudget(5 * heartbeat))
+    with pytest.raises(InputError, match=r"slice 0: 2 sets × 2 repeats and calibration \(3 coils × 16 × 8\)"):
+        small.push(stream[0])
+    per_heartbeat = IrPdBuffer(KY, CENTRE, (KX, KY), (300.0, 300.0, 8.0), expected_repeats=None,
+                               budget=MemoryBudget(5 * heartbeat))
+    with pytest.raises(InputError, match=r"slice 0 set 1 repeat 1 \(3 coils × 16 × 8\)"):
+        for r in stream:
+            per_heartbeat.push(r)

@@ -80,8 +80,11 @@ class Readout:
 class _OpenSlice:
     """Readouts of one slice collected so far (private to :class:`IrPdBuffer`)."""
 
-    def __init__(self, coils: int, ky: int, kx: int) -> None:
+    def __init__(self, coils: int, ky: int, kx: int, repeats: int | None) -> None:
         self.coils, self.ky, self.kx = coils, ky, kx
+        # (set, repeat, c, ky, kx) when the repeat count is known: the heartbeats are released as
+        # views of it (no copy); else each heartbeat is its own array, stacked at release
+        self.heartbeats = None if repeats is None else np.zeros((2, repeats, coils, ky, kx), np.complex64)
         self.kspace: dict[tuple[int, int], np.ndarray] = {}      # (set, repeat) -> (c, ky, kx)
         self.rows: dict[tuple[int, int], np.ndarray] = {}        # (set, repeat) -> (ky,) bool
         self.acs_sum = np.zeros((2, coils, ky, kx), np.complex64)
@@ -193,18 +196,26 @@ class IrPdBuffer:
         row = kspace_row(r.line, self.center_line, self.matrix_ky)
         sl = self._open.get(r.slice)
         if sl is None:
-            nbytes = 2 * coils * self.matrix_ky * kx * 8
-            self.budget.take(nbytes, f"slice {r.slice} calibration ({coils} coils × {self.matrix_ky} × {kx})")
-            sl = self._open[r.slice] = _OpenSlice(coils, self.matrix_ky, kx)
-            sl.nbytes = nbytes
+            n = self.expected_repeats
+            heartbeat = coils * self.matrix_ky * kx * 8
+            what = f"slice {r.slice} calibration ({coils} coils × {self.matrix_ky} × {kx})"
+            if n is not None:   # the whole slice at once
+                what = (f"slice {r.slice}: 2 sets × {n} repeats and calibration ({coils} coils × "
+                        f"{self.matrix_ky} × {kx})")
+            self.budget.take((2 + 2 * (n or 0)) * heartbeat, what)
+            sl = self._open[r.slice] = _OpenSlice(coils, self.matrix_ky, kx, n)
+            sl.nbytes = (2 + 2 * (n or 0)) * heartbeat
         key = (r.set, r.repeat)
         if r.imaging:
             if key not in sl.kspace:
-                nbytes = coils * self.matrix_ky * kx * 8
-                self.budget.take(nbytes, f"slice {r.slice} set {r.set} repeat {r.repeat} ({coils} coils × "
-                                         f"{self.matrix_ky} × {kx})")
-                sl.nbytes += nbytes
-                sl.kspace[key] = np.zeros((coils, self.matrix_ky, kx), np.complex64)
+                if sl.heartbeats is not None:
+                    sl.kspace[key] = sl.heartbeats[r.set, r.repeat]
+                else:
+                    nbytes = coils * self.matrix_ky * kx * 8
+                    self.budget.take(nbytes, f"slice {r.slice} set {r.set} repeat {r.repeat} ({coils} "
+                                             f"coils × {self.matrix_ky} × {kx})")
+                    sl.nbytes += nbytes
+                    sl.kspace[key] = np.zeros((coils, self.matrix_ky, kx), np.complex64)
                 sl.rows[key] = np.zeros(self.matrix_ky, bool)
             target = sl.kspace[key][:, row]      # a view: the readout is placed in k-space directly
             if sl.rows[key][row]:                # a repeated line replaces the earlier one whole
@@ -266,8 +277,11 @@ class IrPdBuffer:
         union = np.logical_or.reduce(rows)
         if not mask.any():
             raise StepError(f"slice {index}: no phase-encode row was acquired in every set and repeat")
-        ir = np.stack([sl.kspace.pop((IR_SET, rep)) for rep in reps])
-        pd = np.stack([sl.kspace.pop((PD_SET, rep)) for rep in reps])
+        if sl.heartbeats is not None:   # every repeat 0 … N − 1 is there (checked above)
+            ir, pd = sl.heartbeats[IR_SET], sl.heartbeats[PD_SET]
+        else:
+            ir = np.stack([sl.kspace.pop((IR_SET, rep)) for rep in reps])
+            pd = np.stack([sl.kspace.pop((PD_SET, rep)) for rep in reps])
         if not np.array_equal(mask, union):
             dropped = np.flatnonzero(union & ~mask)
             ir[:, :, dropped] = 0
