@@ -20,23 +20,27 @@ Both clocks are recorded in every run: wall (elapsed) and CPU (all the process's
 the compute workers of cmrecon.parallel spread unfold's GRAPPA batches over the cores, so wall
 time falls below CPU time there).
 
-Result (issue 15, ``--runs 5 --peer`` a worktree of efcdd9e, the commit before the compute
-workers, the direct readout placement and the BLAS fix; 2 vCPUs, load 0.3-1.1, compute workers
-one per core; this / peer (ratio), seconds, 8 repeats)::
+Steps are stacked as the runner stacks them (``cmrecon.chain.runner.compose``: readouts in
+blocks for the steps that take them; the packing lands in the first step's time).
+
+Result (issue 15, ``--runs 5 --peer`` a worktree of e6c20ff, the commit before readouts travelled
+in blocks; 2 vCPUs, idle, compute workers one per core; this / peer (ratio), seconds, 8 repeats)::
 
     | step                | psir_classic wall    | psir_moco wall       | psir_classic CPU     | psir_moco CPU        |
-    | noise_prewhiten     | 0.044 / 0.050 (0.89) | 0.047 / 0.052 (0.91) | 0.045 / 0.050 (0.89) | 0.047 / 0.052 (0.90) |
-    | remove_oversampling | 0.107 / 0.129 (0.82) | 0.116 / 0.132 (0.88) | 0.107 / 0.127 (0.84) | 0.114 / 0.131 (0.87) |
-    | buffer_ir_pd        | 0.073 / 0.118 (0.62) | 0.086 / 0.122 (0.70) | 0.073 / 0.108 (0.67) | 0.085 / 0.121 (0.70) |
-    | coil_maps           | 0.044 / 0.044 (1.00) | 0.043 / 0.045 (0.96) | 0.044 / 0.044 (1.00) | 0.043 / 0.045 (0.96) |
-    | unfold              | 0.195 / 0.344 (0.57) | 0.182 / 0.310 (0.59) | 0.305 / 0.342 (0.89) | 0.286 / 0.308 (0.93) |
-    | moco_average        | –                    | 0.323 / 0.352 (0.92) | –                    | 0.322 / 0.352 (0.92) |
-    | TOTAL               | 0.474 / 0.664 (0.71) | 0.843 / 1.017 (0.83) | 0.576 / 0.658 (0.88) | 0.941 / 1.015 (0.93) |
+    | noise_prewhiten     | 0.035 / 0.047 (0.74) | 0.036 / 0.044 (0.82) | 0.035 / 0.047 (0.74) | 0.036 / 0.045 (0.81) |
+    | remove_oversampling | 0.068 / 0.116 (0.59) | 0.069 / 0.109 (0.63) | 0.068 / 0.115 (0.59) | 0.068 / 0.107 (0.64) |
+    | buffer_ir_pd        | 0.035 / 0.081 (0.43) | 0.042 / 0.090 (0.46) | 0.035 / 0.081 (0.43) | 0.042 / 0.089 (0.47) |
+    | coil_maps           | 0.040 / 0.044 (0.93) | 0.043 / 0.047 (0.92) | 0.040 / 0.043 (0.93) | 0.043 / 0.047 (0.92) |
+    | unfold              | 0.186 / 0.186 (1.00) | 0.168 / 0.188 (0.89) | 0.276 / 0.281 (0.98) | 0.263 / 0.286 (0.92) |
+    | moco_average        | –                    | 0.283 / 0.280 (1.01) | –                    | 0.281 / 0.279 (1.01) |
+    | TOTAL               | 0.354 / 0.484 (0.73) | 0.649 / 0.807 (0.80) | 0.448 / 0.557 (0.80) | 0.743 / 0.897 (0.83) |
 
-At 16 repeats: psir_classic 0.897 / 1.219 s wall (0.74), psir_moco 1.548 / 1.919 s (0.81). Before
-the BLAS fix (d6d5715) scipy's OpenBLAS ran two spinning threads in GRAPPA's calibration and
-unfold's CPU was 1.35x the peer's. The runs before, against 0179e66 and 85fb243 (before MOCO by
-Newton's method and the batched GRAPPA): psir_moco 1.045 / 1.573 and 1.86 / 3.08 CPU s.
+At 16 repeats: psir_classic 0.690 / 0.885 s wall (0.78), psir_moco 1.279 / 1.352 s (0.95). The
+run before, against efcdd9e (before the compute workers, the direct readout placement and the
+BLAS fix): psir_moco 0.843 / 1.017 s wall; before the BLAS fix (d6d5715) scipy's OpenBLAS ran two
+spinning threads in GRAPPA's calibration and unfold's CPU was 1.35x the peer's. The runs before,
+against 0179e66 and 85fb243 (before MOCO by Newton's method and the batched GRAPPA): psir_moco
+1.045 / 1.573 and 1.86 / 3.08 CPU s.
 """
 
 from __future__ import annotations
