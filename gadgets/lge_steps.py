@@ -27,7 +27,7 @@ import numpy as np
 from cmrecon.axes import centre_crop, shape_yx
 from cmrecon.chain.registry import Item, StepContext, register
 from cmrecon.errors import StepError
-from cmrecon.io.acquisitions import AcquisitionBlock, head_copy, is_non_imaging
+from cmrecon.io.acquisitions import AcquisitionBlock, flag_mask, head_copy, is_non_imaging
 from cmrecon.io.header import encoding_info
 from cmrecon.io.images import auto_window, make_image
 from cmrecon.products.lge import AveragedImages, CoilMaps, IrPdKspace, MappedKspace, PsirImages, RepeatImages, SliceInfo
@@ -122,10 +122,10 @@ def _make_buffer(params: BufferIrPdParams, ctx: StepContext) -> tuple[IrPdBuffer
     return buf, index_of
 
 
-#: MRD flag bits the buffer reads from a readout's header (flag ``f`` is bit ``f − 1``)
-_CALIB_ONLY = 1 << (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION - 1)
-_CALIB_AND_IMAGING = 1 << (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING - 1)
-_LAST_IN_SLICE = 1 << (ismrmrd.ACQ_LAST_IN_SLICE - 1)
+#: MRD flag bits the buffer reads from a readout's header
+_CALIB_ONLY = flag_mask(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+_CALIB_AND_IMAGING = flag_mask(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+_LAST_IN_SLICE = flag_mask(ismrmrd.ACQ_LAST_IN_SLICE)
 
 
 @register("buffer_ir_pd", BufferIrPdParams, consumes=ismrmrd.Acquisition, produces=IrPdKspace, blocks=True)

@@ -17,8 +17,13 @@ NON_IMAGING_FLAGS = (ismrmrd.ACQ_IS_NOISE_MEASUREMENT, ismrmrd.ACQ_IS_NAVIGATION
                      ismrmrd.ACQ_IS_RTFEEDBACK_DATA, ismrmrd.ACQ_IS_HPFEEDBACK_DATA)
 
 
-#: :data:`NON_IMAGING_FLAGS` as one bit mask (MRD flag ``f`` is bit ``f − 1``)
-_NON_IMAGING_MASK = sum(1 << (f - 1) for f in NON_IMAGING_FLAGS)
+def flag_mask(*flags: int) -> int:
+    """MRD acquisition flags as one bit mask of ``AcquisitionHeader.flags`` (flag ``f`` is bit ``f − 1``)."""
+    return sum(1 << (f - 1) for f in flags)
+
+
+#: :data:`NON_IMAGING_FLAGS` as one bit mask
+_NON_IMAGING_MASK = flag_mask(*NON_IMAGING_FLAGS)
 
 
 def is_non_imaging(acq: ismrmrd.Acquisition) -> bool:
@@ -38,10 +43,10 @@ def head_copy(acq: ismrmrd.Acquisition | ismrmrd.AcquisitionHeader) -> ismrmrd.A
 
 #: flags after which a block is handed on at once: a step may complete an image on them
 #: (ACQ_LAST_IN_AVERAGE … ACQ_LAST_IN_SEGMENT and ACQ_LAST_IN_MEASUREMENT)
-_BLOCK_END_MASK = sum(1 << (f - 1) for f in (
+_BLOCK_END_MASK = flag_mask(
     ismrmrd.ACQ_LAST_IN_AVERAGE, ismrmrd.ACQ_LAST_IN_SLICE, ismrmrd.ACQ_LAST_IN_CONTRAST,
     ismrmrd.ACQ_LAST_IN_PHASE, ismrmrd.ACQ_LAST_IN_REPETITION, ismrmrd.ACQ_LAST_IN_SET,
-    ismrmrd.ACQ_LAST_IN_SEGMENT, ismrmrd.ACQ_LAST_IN_MEASUREMENT))
+    ismrmrd.ACQ_LAST_IN_SEGMENT, ismrmrd.ACQ_LAST_IN_MEASUREMENT)
 
 #: readouts per block: 16 readouts of 16 coils × 384 samples are 0.8 MB, which stay in cache
 #: through the block's transforms (whole-slice blocks of 1344 readouts made the oversampling
