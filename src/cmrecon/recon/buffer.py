@@ -202,9 +202,10 @@ class IrPdBuffer:
             if n is not None:   # the whole slice at once
                 what = (f"slice {r.slice}: 2 sets × {n} repeats and calibration ({coils} coils × "
                         f"{self.matrix_ky} × {kx})")
-            self.budget.take((2 + 2 * (n or 0)) * heartbeat, what)
+            nbytes = (2 + 2 * (n or 0)) * heartbeat   # calibration: two heartbeats' worth
+            self.budget.take(nbytes, what)
             sl = self._open[r.slice] = _OpenSlice(coils, self.matrix_ky, kx, n)
-            sl.nbytes = (2 + 2 * (n or 0)) * heartbeat
+            sl.nbytes = nbytes
         key = (r.set, r.repeat)
         if r.imaging:
             if key not in sl.kspace:
