@@ -6,11 +6,11 @@ import pytest
 from cmrecon.errors import StepError
 from cmrecon.metrics import nrmse
 from cmrecon.recon.moco import (
+    _ORDER1,
     _ORDER2,
     RigidTransform,
     _derivative_sums,
     _freqs,
-    _shift_and_gradient,
     _shifted_spectra,
     estimate_translation,
     fourier_shift,
@@ -31,6 +31,13 @@ from cmrecon.recon.moco import (
 from recon_phantoms import phantom
 
 SHAPE = (96, 80)
+
+
+def _shift_and_gradient(spec: np.ndarray, shift: np.ndarray, freqs: tuple, shape: tuple[int, int]) -> tuple:
+    """``m(r − d)`` and its spectral gradient ``(∂y, ∂x)`` as images: ``irfft2`` of the half spectra
+    :func:`_shifted_spectra` of orders ``(0, 0), (1, 0), (0, 1)``.
+    """
+    return tuple(np.fft.irfft2(s, s=shape) for s in _shifted_spectra(spec, shift, freqs, _ORDER1))
 
 
 @pytest.mark.parametrize("shape", [(32, 24), (31, 24), (32, 25), (33, 27)])

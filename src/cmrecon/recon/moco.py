@@ -317,18 +317,6 @@ def _derivative_sums(a_spec: np.ndarray, spec: np.ndarray, shift, freqs: tuple,
     return np.array(out) / (spec.shape[0] * nx)
 
 
-def _shift_and_gradient(spec: np.ndarray, shift: np.ndarray, freqs: tuple[np.ndarray, ...],
-                        shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fourier-shifted real image ``m(r − d)`` and its spectral gradient ``(∂y, ∂x)``.
-
-    ``irfft2`` of :func:`_shifted_spectra` of orders ``(0, 0), (1, 0), (0, 1)``: the same values
-    as ``Re ifft2(fft2(m)·e^{−2πi f·d}·(1, 2πi f_y, 2πi f_x))`` to float64 rounding, at a third
-    of the full complex transforms' cost.
-    """
-    # three calls: one irfft2 of the stacked three was twice as slow (numpy 2.4)
-    return tuple(np.fft.irfft2(s, s=shape) for s in _shifted_spectra(spec, shift, freqs, _ORDER1))
-
-
 def robust_weight(residual: np.ndarray, weight: np.ndarray, sigma_px: float = 2.0,
                   c: float = 2.0) -> np.ndarray:
     """Down-weight regions that do not follow the dominant motion (IRLS, Cauchy-like).
