@@ -69,6 +69,15 @@ class _Trickler(threading.Thread):
                     sock.send(self.payload[self.sent:self.sent + 1])
                     self.sent += 1
 
+    def answer_within(self, seconds: float) -> str:
+        """Trickle for at most ``seconds``, then stop; the one text message the server answered."""
+        self.start()
+        self.join(seconds)
+        self.stop.set()
+        assert self.answered_s is not None, f"no answer within {seconds:g} s, after {self.sent} bytes"
+        (text,) = _texts(self.answer)
+        return text
+
 
 def _read_all(sock: socket.socket) -> bytes:
     """What the server sends until it closes (bounded by the socket's timeout)."""
@@ -146,11 +155,7 @@ def test_a_read_of_a_silent_client_is_cut_by_the_header_deadline_then_not_after_
 def test_a_client_sending_one_byte_a_second_is_cut_after_the_grace_not_after_its_field():
     with _Server(rate_grace_s=1.0, header_timeout_s=120.0) as srv:
         slow = _Trickler(srv.port, P.encode(P.ConfigFile("fft_rss.xml")))
-        slow.start()
-        slow.join(1.0 + SLACK_S)
-        slow.stop.set()
-        assert slow.answered_s is not None, f"not cut after {slow.sent} bytes"
-        (err,) = _texts(slow.answer)
+        err = slow.answer_within(1.0 + SLACK_S)
         assert "below 256 bytes/s (cmrecon serve --min-rate; judged after --rate-grace 1 s)" in err
         assert err.startswith("ERR the client sent") and slow.sent < 1026
 
@@ -182,12 +187,7 @@ def test_a_client_trickling_at_a_busy_server_gets_its_busy_answer_within_the_bus
         hold = socket.create_connection(("127.0.0.1", srv.port), timeout=10)   # takes the one slot
         try:
             time.sleep(0.2)
-            slow = _Trickler(srv.port, P.encode(P.ConfigFile("fft_rss.xml")))
-            slow.start()
-            slow.join(2.0 + SLACK_S)
-            slow.stop.set()
-            assert slow.answered_s is not None, f"no answer after {slow.sent} bytes"
-            (busy,) = _texts(slow.answer)
+            busy = _Trickler(srv.port, P.encode(P.ConfigFile("fft_rss.xml"))).answer_within(2.0 + SLACK_S)
             assert busy.startswith("ERR server busy: 1 connections already open")
         finally:
             hold.close()
